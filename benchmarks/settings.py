@@ -1,0 +1,5 @@
+"""Settings for `make bench`: the test settings, on the shared Redis, with a bench prefix."""
+
+from tests.settings import *  # noqa: F403
+
+STABILITY = {"STORE_KEY_PREFIX": "stabbench"}

@@ -1,0 +1,29 @@
+"""The app config: loads the parts, connects the receivers, registers the checks."""
+
+from __future__ import annotations
+
+import importlib
+
+from django.apps import AppConfig
+
+#: The modules that declare policy kinds; imported once the app registry is ready.
+PARTS = ("django_stability.ratelimit",)
+
+
+def import_parts() -> None:
+    """Import every part so that its policy kind is registered."""
+    for module in PARTS:
+        importlib.import_module(module)
+
+
+class StabilityConfig(AppConfig):
+    name = "django_stability"
+    verbose_name = "Stability"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, receivers
+
+        import_parts()
+        checks.register()
+        receivers.connect()

@@ -1,0 +1,75 @@
+"""Exceptions raised by the protections.
+
+Each carries what a caller needs to answer well: the name of the policy that
+refused and, where waiting helps, ``retry_after`` in seconds. When one escapes a
+view, ``StabilityMiddleware`` turns it into the matching response (429 or 503
+with ``Retry-After``); without the middleware, ``RateLimited`` still falls back
+on Django's 403 handling because it is a ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django_ratelimit.exceptions import Ratelimited as _DjangoRatelimited
+
+
+class StabilityError(Exception):
+    """Base of every refusal made by django-stability."""
+
+    #: HTTP status the middleware answers with when this escapes a view.
+    status_code = 503
+    #: The problem type (RFC 9457) used in JSON answers.
+    problem_type = "about:blank"
+    default_message = "The service is temporarily unable to handle this request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        policy: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.policy = policy
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """``Retry-After`` in whole seconds, at least 1, never earlier than the truth."""
+        if self.retry_after is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after)))
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.policy:
+            parts.append(f"policy={self.policy!r}")
+        if self.retry_after is not None:
+            parts.append(f"retry_after={self.retry_after:.3g}s")
+        return " ".join(parts)
+
+
+class RateLimited(StabilityError, _DjangoRatelimited):  # type: ignore[misc]
+    """A rate limit refused the request (HTTP 429).
+
+    A subclass of django-ratelimit's ``Ratelimited``, so handlers written for
+    that library keep working.
+    """
+
+    status_code = 429
+    default_message = "Too many requests."
+
+
+class Overloaded(StabilityError):
+    """The site is shedding load and refused this request (HTTP 503)."""
+
+    problem_type = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+    default_message = "The service is temporarily over capacity."
+
+
+class StoreUnavailable(StabilityError):
+    """The shared-state store could not be reached and the policy fails closed."""
+
+    default_message = "A protection could not reach its shared state and refuses to guess."

@@ -1,0 +1,19 @@
+"""Events sent by django-stability, for logging, metrics and alerting.
+
+Every signal is sent with keyword arguments only; receivers should accept
+``**kwargs`` so new arguments can be added without breaking them. The
+operations page of the docs lists them all.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: The shared-state store changed state: ``state`` and ``previous`` are
+#: "closed" (using Redis), "open" (answering from the local store) or
+#: "half_open" (probing Redis); ``error`` is the exception that tripped it, or None.
+store_state_changed = Signal()
+
+#: A process loaded a new policy snapshot: ``generation`` is the shared
+#: generation it answers to, ``count`` the number of admin rows loaded.
+policies_reloaded = Signal()

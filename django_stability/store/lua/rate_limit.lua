@@ -1,0 +1,61 @@
+-- Decide every rate limit of one request in one round trip (GCRA).
+-- The Lua twin of algorithms.decide(); the tests run both on the same inputs.
+-- KEYS[i]: the TAT key of limit i (microseconds on the server clock).
+-- ARGV: four values per limit: interval_us, capacity_us (burst * interval),
+--       cost, enforce ("1" refuses; "0" is shadow: counted, never blocking).
+-- Returns, per limit: {allowed, remaining, retry_after_us, reset_after_us},
+-- flattened, preceded by the overall verdict (1 admitted, 0 refused).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = #KEYS
+local blocked = false
+local out = {}
+local writes = {}
+for i = 1, n do
+  local a = (i - 1) * 4
+  local interval = tonumber(ARGV[a + 1])
+  local capacity = tonumber(ARGV[a + 2])
+  local cost = tonumber(ARGV[a + 3])
+  local enforce = ARGV[a + 4] == '1'
+  local stored = redis.call('GET', KEYS[i])
+  local base = now
+  if stored then
+    local tat = tonumber(stored)
+    if tat > now then base = tat end
+  end
+  local new_tat = base + cost * interval
+  local allow_at = new_tat - capacity
+  local allowed, remaining, retry_after, reset_after
+  if cost * interval > capacity then
+    allowed, remaining, retry_after, reset_after = 0, 0, capacity, base - now
+  elseif allow_at <= now then
+    allowed = 1
+    remaining = math.floor((capacity - (new_tat - now)) / interval + 1e-9)
+    retry_after = 0
+    reset_after = new_tat - now
+    writes[i] = new_tat
+  else
+    allowed = 0
+    remaining = math.floor((capacity - (base - now)) / interval + 1e-9)
+    retry_after = allow_at - now
+    reset_after = base - now
+  end
+  if remaining < 0 then remaining = 0 end
+  if allowed == 0 and enforce then blocked = true end
+  out[#out + 1] = allowed
+  out[#out + 1] = remaining
+  out[#out + 1] = math.ceil(retry_after)
+  out[#out + 1] = math.ceil(reset_after)
+end
+if not blocked then
+  for i = 1, n do
+    local new_tat = writes[i]
+    if new_tat then
+      local ttl_ms = math.ceil((new_tat - now) / 1000)
+      if ttl_ms < 1 then ttl_ms = 1 end
+      redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', ttl_ms)
+    end
+  end
+end
+table.insert(out, 1, blocked and 0 or 1)
+return out

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from tests.testapp import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("hello/", views.hello, name="hello"),
+    path("hello-async/", views.hello_async, name="hello-async"),
+    path("refuse/rate/", views.refuse_rate, name="refuse-rate"),
+    path("refuse/capacity/", views.refuse_capacity, name="refuse-capacity"),
+    path("refuse/capacity-async/", views.refuse_capacity_async, name="refuse-capacity-async"),
+    path("echo/", views.echo_json, name="echo"),
+]
