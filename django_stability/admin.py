@@ -16,6 +16,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.module_loading import import_string
 
 from .apps import import_parts
 from .models import PROXIES, Policy
@@ -176,9 +177,10 @@ def register_policy_admins(site: admin.AdminSite = admin.site) -> None:
         model = PROXIES.get(kind)
         if model is None or site.is_registered(model):
             continue
+        base = import_string(spec_class.admin_class) if spec_class.admin_class else PolicyAdmin
         model_admin = type(
             f"{spec_class.__name__}Admin",
-            (PolicyAdmin,),
+            (base,),
             {"spec_class": spec_class, "form": form_for(spec_class)},
         )
         site.register(model, model_admin)

@@ -10,6 +10,7 @@ on Django's 403 handling because it is a ``PermissionDenied``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from django_ratelimit.exceptions import Ratelimited as _DjangoRatelimited
 
@@ -29,10 +30,13 @@ class StabilityError(Exception):
         *,
         policy: str | None = None,
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.policy = policy
         self.retry_after = retry_after
+        #: Extra response headers (e.g. the RateLimit fields) for the refusal.
+        self.headers: dict[str, str] = dict(headers or {})
         super().__init__(self.message)
 
     @property

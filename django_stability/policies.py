@@ -100,6 +100,9 @@ class PolicySpec:
 
     kind: ClassVar[str] = ""
     verbose_name: ClassVar[str] = ""
+    #: Dotted path of a ``django_stability.admin.PolicyAdmin`` subclass for this
+    #: kind (live state, actions); empty for the generic admin.
+    admin_class: ClassVar[str] = ""
 
     name: str = ""
 

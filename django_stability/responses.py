@@ -68,6 +68,6 @@ def refusal(
     if error.retry_after_header is not None:
         response["Retry-After"] = error.retry_after_header
     response["Cache-Control"] = "no-store"
-    for name, value in (headers or {}).items():
+    for name, value in {**error.headers, **(headers or {})}.items():
         response[name] = value
     return response

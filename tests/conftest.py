@@ -7,8 +7,10 @@ each other's state. Tests that stop, hang or kill Redis get a private server.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +19,17 @@ import redis
 from django_stability.test import fresh_state
 from tests.redis_servers import PrivateRedis
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     from django.conf import settings
+
+    # Every process a test starts (gunicorn, a Celery worker, spawned children)
+    # imports this checkout, not whichever one the virtualenv was installed from.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
 
     url = settings.CACHES["default"]["LOCATION"]
     try:

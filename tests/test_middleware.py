@@ -62,3 +62,12 @@ def test_zero_queries_per_request_in_steady_state(
         for _ in range(100):
             assert client.get("/hello/").status_code == 200
     assert registry.get  # the registry served every request from memory
+
+
+def test_headers_carried_by_the_exception_reach_the_response(rf: Any) -> None:
+    from django_stability import RateLimited
+    from django_stability.responses import refusal
+
+    error = RateLimited(policy="p", retry_after=1, headers={"RateLimit": "limit=5, remaining=0"})
+    response = refusal(rf.get("/"), error)
+    assert response["RateLimit"] == "limit=5, remaining=0"
