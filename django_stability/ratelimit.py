@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from .policies import PolicySpec, parse_int, registry, spec_field
+from .routing import RouteFields
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,7 +45,7 @@ def _checked_rate(raw: Any) -> str:
 
 @registry.register_kind
 @dataclass(frozen=True)
-class RateLimitSpec(PolicySpec):
+class RateLimitSpec(RouteFields, PolicySpec):
     """A rate limit: how many requests per period, for which key."""
 
     kind = "ratelimit"
@@ -67,10 +68,6 @@ class RateLimitSpec(PolicySpec):
         help="What is counted: ip, user, user_or_ip, header:<name>, get:<name>, post:<name>, "
         "or a dotted path to a function of (group, request).",
     )
-    methods: tuple[str, ...] = spec_field(
-        (),
-        help="HTTP methods counted, one per line; empty counts every method.",
-    )
     mode: str = spec_field(
         "enforce",
         choices=("enforce", "shadow", "off"),
@@ -92,9 +89,3 @@ class RateLimitSpec(PolicySpec):
         parse_rate(self.rate)
         if self.burst is not None and self.burst < 1:
             raise ValidationError({"burst": "Expected a whole number of at least 1."})
-        methods = {m.upper() for m in self.methods}
-        unknown = methods - {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-        if unknown:
-            raise ValidationError(
-                {"methods": f"Unknown HTTP method(s) {', '.join(sorted(unknown))}."}
-            )

@@ -19,6 +19,9 @@ def form(**fields: str) -> dict[str, str]:
     data = {
         "name": "login",
         "description": "",
+        "url_names": "",
+        "path_prefixes": "",
+        "path_patterns": "",
         "rate": "",
         "burst": "",
         "key": "",
@@ -77,7 +80,7 @@ def test_only_the_fields_set_are_saved(admin_client: Any) -> None:
     assert response.status_code == 302
     policy = RateLimitPolicy.objects.get()
     assert policy.kind == "ratelimit"
-    assert policy.config == {"rate": "5/10s", "methods": ["post", "GET"]}
+    assert policy.config == {"rate": "5/10s", "methods": ["POST", "GET"]}
 
 
 def test_a_second_policy_of_the_same_name_is_refused(admin_client: Any) -> None:
