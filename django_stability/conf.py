@@ -38,6 +38,16 @@ DEFAULTS: dict[str, Any] = {
     # What a protection does when the shared store cannot be reached and a
     # policy does not say: True admits (fail open), False refuses.
     "FAIL_OPEN": True,
+    # Who the client is: the networks of the reverse proxies whose forwarding
+    # header is believed, and that header's name (read right to left).
+    "TRUSTED_PROXIES": [],
+    "CLIENT_IP_HEADER": "X-Forwarded-For",
+    # Rate limits: a switch for all of them, how client addresses are grouped,
+    # and how many over-limit keys each process remembers (no round trip for them).
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_IPV4_PREFIX": 32,
+    "RATELIMIT_IPV6_PREFIX": 64,
+    "RATELIMIT_PENALTY_BOX_SIZE": 10_000,
 }
 
 
@@ -109,6 +119,30 @@ class Settings:
     def FAIL_OPEN(self) -> bool:
         return bool(self._get("FAIL_OPEN"))
 
+    @property
+    def TRUSTED_PROXIES(self) -> tuple[str, ...]:
+        return tuple(str(item) for item in self._get("TRUSTED_PROXIES"))
+
+    @property
+    def CLIENT_IP_HEADER(self) -> str:
+        return str(self._get("CLIENT_IP_HEADER"))
+
+    @property
+    def RATELIMIT_ENABLED(self) -> bool:
+        return bool(self._get("RATELIMIT_ENABLED"))
+
+    @property
+    def RATELIMIT_IPV4_PREFIX(self) -> int:
+        return int(self._get("RATELIMIT_IPV4_PREFIX"))
+
+    @property
+    def RATELIMIT_IPV6_PREFIX(self) -> int:
+        return int(self._get("RATELIMIT_IPV6_PREFIX"))
+
+    @property
+    def RATELIMIT_PENALTY_BOX_SIZE(self) -> int:
+        return int(self._get("RATELIMIT_PENALTY_BOX_SIZE"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -147,6 +181,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "POLICIES": (dict,),
     "POLICY_REFRESH": (int, float),
     "FAIL_OPEN": (bool,),
+    "TRUSTED_PROXIES": (list, tuple),
+    "CLIENT_IP_HEADER": (str,),
+    "RATELIMIT_ENABLED": (bool,),
+    "RATELIMIT_IPV4_PREFIX": (int,),
+    "RATELIMIT_IPV6_PREFIX": (int,),
+    "RATELIMIT_PENALTY_BOX_SIZE": (int,),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"STORE": ("auto", "redis", "local")}
@@ -158,6 +198,9 @@ _POSITIVE = {
     "STORE_BREAKER_COOLDOWN",
     "LOCAL_STORE_MAX_KEYS",
     "POLICY_REFRESH",
+    "RATELIMIT_IPV4_PREFIX",
+    "RATELIMIT_IPV6_PREFIX",
+    "RATELIMIT_PENALTY_BOX_SIZE",
 }
 
 
@@ -195,8 +238,38 @@ def merge(user: Any) -> dict[str, Any]:
             raise ImproperlyConfigured(
                 f"settings.STABILITY[{key!r}] must be greater than 0, not {value!r}."
             )
+        if key in _CHECKED:
+            _CHECKED[key](key, value)
         merged[key] = value
     return merged
+
+
+def _check_networks(key: str, value: Any) -> None:
+    from .clientip import parse_networks
+
+    try:
+        parse_networks(list(value))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"settings.STABILITY[{key!r}]: {exc}") from None
+
+
+def _check_prefix(maximum: int) -> Any:
+    def check(key: str, value: Any) -> None:
+        if value > maximum:
+            raise ImproperlyConfigured(
+                f"settings.STABILITY[{key!r}] must be a prefix length from 1 to {maximum}, "
+                f"not {value!r}."
+            )
+
+    return check
+
+
+#: Keys whose values need more than a type to be right.
+_CHECKED: dict[str, Any] = {
+    "TRUSTED_PROXIES": _check_networks,
+    "RATELIMIT_IPV4_PREFIX": _check_prefix(32),
+    "RATELIMIT_IPV6_PREFIX": _check_prefix(128),
+}
 
 
 settings = Settings()

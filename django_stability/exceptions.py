@@ -77,3 +77,10 @@ class StoreUnavailable(StabilityError):
     """The shared-state store could not be reached and the policy fails closed."""
 
     default_message = "A protection could not reach its shared state and refuses to guess."
+
+
+class ClientDenied(RateLimited):
+    """The client is in a deny list of a rate-limit policy (HTTP 403, no point retrying)."""
+
+    status_code = 403
+    default_message = "Requests from this network are not accepted."

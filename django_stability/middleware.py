@@ -28,7 +28,12 @@ class Gate(Protocol):
     """A protection applied by the middleware to every request."""
 
     def enter(self, request: HttpRequest) -> HttpResponseBase | None:
-        """Refuse the request (return a response) or admit it (return None)."""
+        """Refuse the request (return a response) or admit it (return None).
+
+        A gate that may wait on I/O for a request also has ``may_block(request)``
+        answering True for it; the async entry point then runs the gates in a
+        worker thread, so that the event loop never waits on the store.
+        """
 
     def leave(self, request: HttpRequest, response: HttpResponseBase | None) -> None:
         """The admitted request is over (``response`` is None when the view raised)."""
@@ -36,7 +41,13 @@ class Gate(Protocol):
 
 def default_gates() -> Sequence[Gate]:
     """The gates of the middleware, in the order they decide."""
-    return ()
+    from .ratelimit import RateLimitGate
+
+    return (RateLimitGate(),)
+
+
+def _never(request: HttpRequest) -> bool:
+    return False
 
 
 class StabilityMiddleware:
@@ -74,7 +85,11 @@ class StabilityMiddleware:
         if registry.refresh_due():
             # The refresh may read the database, which async code must not do.
             await sync_to_async(registry.refresh_if_due, thread_sensitive=True)()
-        entered, refusal = self._enter(request)
+        if self._may_block(request):
+            # The store call must not hold the event loop; the decision path is the same.
+            entered, refusal = await sync_to_async(self._enter, thread_sensitive=False)(request)
+        else:
+            entered, refusal = self._enter(request)
         if refusal is not None:
             return refusal
         response: HttpResponseBase | None = None
@@ -84,6 +99,9 @@ class StabilityMiddleware:
             self._leave(entered, request, response)
         assert response is not None
         return response
+
+    def _may_block(self, request: HttpRequest) -> bool:
+        return any(getattr(gate, "may_block", _never)(request) for gate in self.gates)
 
     def _enter(self, request: HttpRequest) -> tuple[list[Gate], HttpResponseBase | None]:
         entered: list[Gate] = []

@@ -17,3 +17,9 @@ store_state_changed = Signal()
 #: A process loaded a new policy snapshot: ``generation`` is the shared
 #: generation it answers to, ``count`` the number of admin rows loaded.
 policies_reloaded = Signal()
+
+#: A rate limit refused a call, or a shadow one would have: ``policy`` is its
+#: name, ``shadow`` True for a shadow policy (the call was admitted),
+#: ``retry_after`` the seconds to wait, ``degraded`` True when decided without
+#: the shared store.
+rate_limited = Signal()

@@ -28,6 +28,17 @@ def form(**fields: str) -> dict[str, str]:
         "methods": "",
         "mode": "",
         "on_store_failure": "",
+        "scope": "",
+        "cost": "",
+        "quota": "",
+        "overrides": "",
+        "allow_networks": "",
+        "deny_networks": "",
+        "aggregate_rate": "",
+        "aggregate_ipv4_prefix": "",
+        "aggregate_ipv6_prefix": "",
+        "headers": "",
+        "near_limit": "",
     }
     data.update(fields)
     return data

@@ -173,3 +173,31 @@ def test_scripts_are_reloaded_after_script_flush(private_redis: PrivateRedis) ->
     assert store.rate_limit([limit]).allowed
     private_redis.client().script_flush()
     assert store.rate_limit([limit]).results[0].remaining == 8
+
+
+def test_limited_keys_are_recorded_bounded_and_reset_in_both_homes(any_store: Store) -> None:
+    any_store.tracked_keys = 3
+    limits = [Limit(f"pol:k{i}", 1, 3600, 1, track="pol") for i in range(5)]
+    for limit in limits:
+        assert any_store.rate_limit([limit]).allowed
+    assert any_store.limited_keys("pol") == []
+    for i, limit in enumerate(limits):
+        assert not any_store.rate_limit([limit]).allowed
+        assert len(any_store.limited_keys("pol")) == min(i + 1, 3)  # bounded
+    limited = any_store.limited_keys("pol")
+    assert [key for key, _ in limited] == ["pol:k2", "pol:k3", "pol:k4"]
+    assert all(3590 < left <= 3600 for _, left in limited)
+    assert any_store.reset_limits(["pol:k3", "pol:nothing"], "pol") == 1
+    assert [key for key, _ in any_store.limited_keys("pol")] == ["pol:k2", "pol:k4"]
+    assert any_store.rate_limit([limits[3]]).allowed  # its counter is gone
+
+
+def test_limited_keys_expire_with_their_retry_time(redis_store: RedisStore) -> None:
+    import time
+
+    limit = Limit("pol:fast", 10, 1, 1, track="fast")
+    redis_store.rate_limit([limit])
+    assert not redis_store.rate_limit([limit]).allowed
+    assert [key for key, _ in redis_store.limited_keys("fast")] == ["pol:fast"]
+    time.sleep(0.15)
+    assert redis_store.limited_keys("fast") == []

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from tests.testapp import views
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("refuse/capacity/", views.refuse_capacity, name="refuse-capacity"),
     path("refuse/capacity-async/", views.refuse_capacity_async, name="refuse-capacity-async"),
     path("echo/", views.echo_json, name="echo"),
+    path("rl/", include("tests.testapp.ratelimit_urls")),
 ]

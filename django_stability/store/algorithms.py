@@ -27,7 +27,9 @@ def gcra(tat: float | None, now: float, limit: Limit) -> tuple[LimitResult, floa
     if limit.cost > limit.burst:
         # Never admissible; policies refuse this combination, but stay defined.
         return LimitResult(limit, False, 0, limit.period, base - now), new_tat
-    if allow_at <= now:
+    # A nanosecond of slack: in floats, base + interval - burst * interval can
+    # land a rounding error above ``now`` and refuse a fresh key with burst 1.
+    if allow_at <= now + 1e-9:
         remaining = math.floor((capacity - (new_tat - now)) / interval + 1e-9)
         return LimitResult(limit, True, max(0, remaining), 0.0, new_tat - now), new_tat
     remaining = math.floor((capacity - (base - now)) / interval + 1e-9)
@@ -55,6 +57,21 @@ def decide(
     if blocked:
         new_tats = [None] * len(limits)
     return not blocked, results, new_tats
+
+
+def record_limited(
+    members: dict[str, float], key: str, until: float, now: float, keep: int
+) -> None:
+    """Record ``key`` as refused until ``until`` in a "limited now" set (changed in place).
+
+    Expired members go; past ``keep`` members, the soonest to expire go first.
+    """
+    for name in [name for name, expiry in members.items() if expiry <= now]:
+        del members[name]
+    members[key] = until
+    if len(members) > keep:
+        for name, _ in sorted(members.items(), key=lambda item: item[1])[: len(members) - keep]:
+            del members[name]
 
 
 def acquire(

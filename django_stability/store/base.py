@@ -19,7 +19,9 @@ class Limit:
     ``burst`` is how many units may be spent at once from an idle start; the
     GCRA admits no more than ``burst`` plus the rate in any window, so there is
     no burst at window edges. ``enforce=False`` counts without refusing
-    (shadow mode): its refusal never blocks the other limits.
+    (shadow mode): its refusal never blocks the other limits. ``track`` names a
+    bounded, expiring set that records this key while it is refused (what the
+    admin shows as "limited now"); None records nothing.
     """
 
     key: str
@@ -28,6 +30,7 @@ class Limit:
     burst: int
     cost: int = 1
     enforce: bool = True
+    track: str | None = None
 
     @property
     def interval(self) -> float:
@@ -89,10 +92,20 @@ class Store(abc.ABC):
 
     #: "redis" or "local"; "failsafe" for the guard around both.
     kind: str = ""
+    #: The most keys one "limited now" set keeps (the soonest to expire go first).
+    tracked_keys: int = 1000
 
     @abc.abstractmethod
     def rate_limit(self, limits: Sequence[Limit]) -> RateDecision:
         """Decide every limit together; charge them only if no enforced one refuses."""
+
+    @abc.abstractmethod
+    def limited_keys(self, track: str, count: int = 100) -> list[tuple[str, float]]:
+        """Keys recorded in the set ``track`` that may not retry yet: (key, seconds left)."""
+
+    @abc.abstractmethod
+    def reset_limits(self, keys: Sequence[str], track: str | None = None) -> int:
+        """Forget the counters of ``keys`` and their "limited now" entries; how many existed."""
 
     @abc.abstractmethod
     def acquire_lease(self, key: str, holder: str, limit: int, ttl: float) -> LeaseResult:

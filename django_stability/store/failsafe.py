@@ -146,6 +146,19 @@ class FailsafeStore(Store):
             lambda s: dataclasses.replace(s.rate_limit(limits), degraded=True),
         )
 
+    def limited_keys(self, track: str, count: int = 100) -> list[tuple[str, float]]:
+        # Keys limited during an outage live in this process's fallback only.
+        local = self.fallback.limited_keys(track, count)
+        shared = self._run(lambda s: s.limited_keys(track, count), lambda s: [])
+        merged = dict(local)
+        merged.update(shared)
+        return sorted(merged.items(), key=lambda item: item[1])[:count]
+
+    def reset_limits(self, keys: Sequence[str], track: str | None = None) -> int:
+        # Reset in both homes: the fallback may hold counters from an outage.
+        local = self.fallback.reset_limits(keys, track)
+        return max(self._run(lambda s: s.reset_limits(keys, track), lambda s: local), local)
+
     def acquire_lease(self, key: str, holder: str, limit: int, ttl: float) -> LeaseResult:
         return self._run(
             lambda s: s.acquire_lease(key, holder, limit, ttl),

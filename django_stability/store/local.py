@@ -66,7 +66,43 @@ class LocalStore(Store):
             for limit, new_tat in zip(limits, new_tats, strict=True):
                 if new_tat is not None:
                     self._write(limit.key, new_tat, new_tat)
+            for result in results:
+                if not result.allowed and result.limit.track:
+                    self._record_limited(result.limit, now + result.retry_after, now)
         return RateDecision(allowed, tuple(results))
+
+    @staticmethod
+    def _track_key(track: str) -> str:
+        return f"track:{track}"
+
+    def _record_limited(self, limit: Limit, until: float, now: float) -> None:
+        assert limit.track is not None
+        name = self._track_key(limit.track)
+        members: dict[str, float] = self._read(name, now) or {}
+        algorithms.record_limited(members, limit.key, until, now, self.tracked_keys)
+        self._write(name, members, max(members.values()))
+
+    def limited_keys(self, track: str, count: int = 100) -> list[tuple[str, float]]:
+        with self._lock:
+            now = self.clock()
+            members: dict[str, float] = self._read(self._track_key(track), now) or {}
+            live = sorted((until, key) for key, until in members.items() if until > now)
+            return [(key, until - now) for until, key in live[:count]]
+
+    def reset_limits(self, keys: Sequence[str], track: str | None = None) -> int:
+        with self._lock:
+            now = self.clock()
+            found = 0
+            members: dict[str, float] | None = (
+                self._read(self._track_key(track), now) if track else None
+            )
+            for key in keys:
+                if self._read(key, now) is not None:
+                    found += 1
+                self._data.pop(key, None)
+                if members is not None:
+                    members.pop(key, None)
+            return found
 
     def acquire_lease(self, key: str, holder: str, limit: int, ttl: float) -> LeaseResult:
         with self._lock:

@@ -90,6 +90,8 @@ class RedisStore(Store):
             name: client.register_script(lua_source(name))
             for name in (
                 "rate_limit",
+                "rate_limited",
+                "rate_reset",
                 "lease_acquire",
                 "lease_renew",
                 "lease_release",
@@ -107,21 +109,32 @@ class RedisStore(Store):
         """The Redis key of a rate counter; all share one hash slot."""
         return f"{self.prefix}:{{rl}}:{key}"
 
+    def track_key(self, track: str) -> str:
+        """The Redis key of a "limited now" set; in the rate counters' hash slot."""
+        return self.rate_key(f"track:{track}")
+
     def rate_limit(self, limits: Sequence[Limit]) -> RateDecision:
         if not limits:
             return RateDecision(True, ())
-        args: list[str] = []
+        keys = [self.rate_key(limit.key) for limit in limits]
+        tracks: dict[str, int] = {}
+        args: list[str | int] = [len(limits), self.tracked_keys]
         for limit in limits:
             interval = limit.interval * _US
+            track = 0
+            if limit.track:
+                track = tracks.get(limit.track, 0)
+                if not track:
+                    keys.append(self.track_key(limit.track))
+                    track = tracks[limit.track] = len(keys)
             args += [
                 repr(interval),
                 repr(interval * limit.burst),
                 str(limit.cost),
                 "1" if limit.enforce else "0",
+                track,
             ]
-        reply = self._scripts["rate_limit"](
-            keys=[self.rate_key(limit.key) for limit in limits], args=args
-        )
+        reply = self._scripts["rate_limit"](keys=keys, args=args)
         results = []
         for i, limit in enumerate(limits):
             allowed, remaining, retry_us, reset_us = reply[1 + 4 * i : 5 + 4 * i]
@@ -129,6 +142,21 @@ class RedisStore(Store):
                 LimitResult(limit, bool(allowed), int(remaining), retry_us / _US, reset_us / _US)
             )
         return RateDecision(bool(reply[0]), tuple(results))
+
+    def limited_keys(self, track: str, count: int = 100) -> list[tuple[str, float]]:
+        reply = self._scripts["rate_limited"](keys=[self.track_key(track)], args=[count])
+        strip = len(self.rate_key(""))
+        found = []
+        for i in range(0, len(reply), 2):
+            member = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+            found.append((member[strip:], max(0.0, float(reply[i + 1]) / 1000)))
+        return found
+
+    def reset_limits(self, keys: Sequence[str], track: str | None = None) -> int:
+        if not keys:
+            return 0
+        track_key = self.track_key(track) if track else self.rate_key("track:")
+        return int(self._scripts["rate_reset"](keys=[track_key, *[self.rate_key(k) for k in keys]]))
 
     def acquire_lease(self, key: str, holder: str, limit: int, ttl: float) -> LeaseResult:
         granted, count, wait_us = self._scripts["lease_acquire"](

@@ -1,22 +1,28 @@
 -- Decide every rate limit of one request in one round trip (GCRA).
 -- The Lua twin of algorithms.decide(); the tests run both on the same inputs.
--- KEYS[i]: the TAT key of limit i (microseconds on the server clock).
--- ARGV: four values per limit: interval_us, capacity_us (burst * interval),
---       cost, enforce ("1" refuses; "0" is shadow: counted, never blocking).
+-- KEYS[1..n]: the TAT key of limit i (microseconds on the server clock);
+-- KEYS[n+1..]: the "limited now" sets named by the limits (sorted sets of
+--              limit keys scored by the time they may retry, bounded, expiring).
+-- ARGV[1]: n, the number of limits; ARGV[2]: the most members a set keeps.
+-- Then five values per limit: interval_us, capacity_us (burst * interval),
+-- cost, enforce ("1" refuses; "0" is shadow: counted, never blocking), and
+-- the index in KEYS of the set that records its refusals (0: none).
 -- Returns, per limit: {allowed, remaining, retry_after_us, reset_after_us},
 -- flattened, preceded by the overall verdict (1 admitted, 0 refused).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = #KEYS
+local n = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
 local blocked = false
 local out = {}
 local writes = {}
 for i = 1, n do
-  local a = (i - 1) * 4
+  local a = 2 + (i - 1) * 5
   local interval = tonumber(ARGV[a + 1])
   local capacity = tonumber(ARGV[a + 2])
   local cost = tonumber(ARGV[a + 3])
   local enforce = ARGV[a + 4] == '1'
+  local track = tonumber(ARGV[a + 5])
   local stored = redis.call('GET', KEYS[i])
   local base = now
   if stored then
@@ -42,6 +48,18 @@ for i = 1, n do
   end
   if remaining < 0 then remaining = 0 end
   if allowed == 0 and enforce then blocked = true end
+  if allowed == 0 and track > 0 then
+    -- Remember the refused key until it may retry: bounded (the soonest to
+    -- expire go first) and expiring with its last member.
+    local set = KEYS[track]
+    local until_ms = math.ceil((now + retry_after) / 1000)
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', math.floor(now / 1000))
+    redis.call('ZADD', set, until_ms, KEYS[i])
+    local size = redis.call('ZCARD', set)
+    if size > keep then redis.call('ZREMRANGEBYRANK', set, 0, size - keep - 1) end
+    local ttl_ms = math.ceil(retry_after / 1000) + 1
+    if redis.call('PTTL', set) < ttl_ms then redis.call('PEXPIRE', set, ttl_ms) end
+  end
   out[#out + 1] = allowed
   out[#out + 1] = remaining
   out[#out + 1] = math.ceil(retry_after)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from tests.testapp import ratelimit_views as views
+
+urlpatterns = [
+    path("decorated/", views.decorated, name="rl-decorated"),
+    path("decorated-async/", views.decorated_async, name="rl-decorated-async"),
+    path("posts/", views.posts_only, name="rl-posts"),
+    path("soft/", views.soft, name="rl-soft"),
+    path("tenant/", views.tenant, name="rl-tenant"),
+    path("plain/", views.plain, name="rl-plain"),
+    path("plain-async/", views.plain_async, name="rl-plain-async"),
+    path("other/", views.plain, name="rl-other"),
+]
