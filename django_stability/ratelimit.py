@@ -666,8 +666,11 @@ def decide(
             shadow_refused=shadow,
         )
     refusing = [(c, r) for c, _, r in annotated if not r.allowed and r.limit.enforce]
-    for _, result in refusing:
-        box.add(result.limit.key, now + result.retry_after)
+    if not decision.degraded:
+        # Only what the shared store said is remembered: a refusal by this
+        # process's fallback must not outlive the outage.
+        for _, result in refusing:
+            box.add(result.limit.key, now + result.retry_after)
     charge, result = max(refusing, key=lambda pair: pair[1].retry_after)
     headers = _headers(annotated, refused=True)
     signals.rate_limited.send(
