@@ -7,7 +7,6 @@ real middleware stack with Django's test client.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ MARGIN = 0.3
 
 
 @pytest.fixture
-def on_private_redis(settings: Any, private_redis: PrivateRedis) -> Iterator[PrivateRedis]:
+def on_private_redis(settings: Any, private_redis: PrivateRedis) -> PrivateRedis:
     settings.STABILITY = {
         **settings.STABILITY,
         "STORE_URL": private_redis.url,
@@ -44,7 +43,7 @@ def on_private_redis(settings: Any, private_redis: PrivateRedis) -> Iterator[Pri
             on_store_failure="closed",
         )
     )
-    yield private_redis
+    return private_redis
 
 
 def timed_get(client: Any, path: str) -> tuple[int, float]:
