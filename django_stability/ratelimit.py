@@ -807,12 +807,15 @@ def decide_request(
     except Denied as denied:
         return Verdict(False, ClientDenied(policy=denied.policy))
     verdict = decide(charges)
-    decided: set[str] = request.__dict__.setdefault(_DECIDED, set())
+    # DRF wraps the HttpRequest; what the middleware reads lives on the inner one.
+    inner = getattr(request, "_request", request)
+    decided: set[str] = inner.__dict__.setdefault(_DECIDED, set())
     decided.update(p.name for p in policies)
     if not verdict.allowed:
         request.limited = True
-    elif verdict.headers:
-        request.__dict__.setdefault(_HEADERS, {}).update(verdict.headers)
+    if verdict.headers:
+        # Put on the response by the middleware (a refusal built here has them already).
+        inner.__dict__.setdefault(_HEADERS, {}).update(verdict.headers)
     return verdict
 
 
@@ -925,7 +928,7 @@ def rate_limit(
     def request_verdict(active: CompiledRateLimit, request: Any) -> Verdict | None:
         if not active.spec.allows_method(request.method):
             return None
-        if name in request.__dict__.get(_DECIDED, ()):
+        if name in getattr(request, "_request", request).__dict__.get(_DECIDED, ()):
             return None  # the middleware already decided this policy for this request
         # The code's own key function, unless the admin changed the key.
         custom = key_callable if key_callable is not None and active.spec.key == code_key else None
@@ -968,7 +971,7 @@ def rate_limit(
                 settle(request_verdict_, request)
                 response = await function(*args, **kwargs)
                 if isinstance(response, HttpResponseBase):
-                    add_headers(request, response)
+                    add_headers(getattr(request, "_request", request), response)
                 return response
 
             async_wrapper._stability_rate_limits = function._stability_rate_limits  # type: ignore[attr-defined]
@@ -986,7 +989,7 @@ def rate_limit(
             settle(request_verdict(active, request), request)
             response = function(*args, **kwargs)
             if isinstance(response, HttpResponseBase):
-                add_headers(request, response)
+                add_headers(getattr(request, "_request", request), response)
             return response
 
         return cast(F, wrapper)

@@ -12,3 +12,13 @@ urlpatterns = [
     path("plain-async/", views.plain_async, name="rl-plain-async"),
     path("other/", views.plain, name="rl-other"),
 ]
+
+try:
+    from tests.testapp import drf_views
+except ImportError:  # DRF is optional
+    pass
+else:
+    urlpatterns += [
+        path("drf/reports/", drf_views.Reports.as_view(), name="rl-drf-reports"),
+        path("drf/scoped/", drf_views.Scoped.as_view(), name="rl-drf-scoped"),
+    ]
