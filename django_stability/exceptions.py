@@ -84,3 +84,17 @@ class ClientDenied(RateLimited):
 
     status_code = 403
     default_message = "Requests from this network are not accepted."
+
+
+class PaginationRefused(StabilityError):
+    """A page that would cost too much (an offset too deep) or makes no sense (HTTP 400)."""
+
+    status_code = 400
+    default_message = "This page cannot be served."
+
+
+class BodyTooLarge(StabilityError):
+    """The request body is larger than this route accepts (HTTP 413)."""
+
+    status_code = 413
+    default_message = "The request body is too large for this address."

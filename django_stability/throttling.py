@@ -30,7 +30,7 @@ from .ratelimit import RateLimitSpec, Verdict, decide_request, parse_rate, polic
 
 
 class PolicyThrottle(BaseThrottle):  # type: ignore[misc]
-    """Throttles a view by the rate-limit policy it names (``throttle_policy`` or ``throttle_scope``)."""
+    """Throttles a view by the policy it names (``throttle_policy`` or ``throttle_scope``)."""
 
     #: A policy for every view throttled by this class (a subclass may set it).
     policy_name: str | None = None

@@ -11,6 +11,10 @@ urlpatterns = [
     path("plain/", views.plain, name="rl-plain"),
     path("plain-async/", views.plain_async, name="rl-plain-async"),
     path("other/", views.plain, name="rl-other"),
+    path("items/", views.items, name="rl-items"),
+    path("items-async/", views.items_async, name="rl-items-async"),
+    path("upload/", views.upload, name="rl-upload"),
+    path("upload-async/", views.upload_async, name="rl-upload-async"),
 ]
 
 try:

@@ -7,6 +7,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from django_stability import rate_limit
+from django_stability.bodysize import max_body_size
+from django_stability.pagination import page_guard
 
 
 @rate_limit("t-decorated", rate="3/h", key="ip")
@@ -49,3 +51,25 @@ async def plain_async(request: HttpRequest) -> HttpResponse:
 
 def login(request: HttpRequest) -> HttpResponse:
     return HttpResponse("login")
+
+
+@page_guard(default_limit=10, max_limit=50, max_offset=100)
+def items(request: HttpRequest) -> JsonResponse:
+    window = request.page_window  # type: ignore[attr-defined]
+    return JsonResponse({"limit": window.limit, "offset": window.offset})
+
+
+@page_guard(max_offset=10)
+async def items_async(request: HttpRequest) -> JsonResponse:
+    window = request.page_window  # type: ignore[attr-defined]
+    return JsonResponse({"limit": window.limit, "offset": window.offset})
+
+
+@max_body_size(100)
+def upload(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"got {len(request.body)}")
+
+
+@max_body_size(100)
+async def upload_async(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("got it")
