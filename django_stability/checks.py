@@ -6,6 +6,7 @@ every ID with its reason and its fix, and IDs are never reused.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -231,6 +232,154 @@ def check_store_timeouts_apply(app_configs: Any = None, **kwargs: Any) -> list[c
     ]
 
 
+def _url_patterns() -> list[tuple[str, str | None, Any]]:
+    """Every URL pattern as (path as far as it is literal, name with namespace, callback)."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    found: list[tuple[str, str | None, Any]] = []
+
+    def literal(pattern: Any) -> str:
+        text = str(pattern).lstrip("^").rstrip("$").replace("\\", "")
+        cut = min((text.find(c) for c in "<([?*+" if c in text), default=len(text))
+        return text[:cut]
+
+    def walk(patterns: Any, prefix: str, namespace: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+                walk(entry.url_patterns, prefix + literal(entry.pattern), inner)
+            elif isinstance(entry, URLPattern):
+                name = f"{namespace}{entry.name}" if entry.name else None
+                found.append(("/" + prefix + literal(entry.pattern), name, entry.callback))
+
+    walk(get_resolver().url_patterns, "", "")
+    return found
+
+
+def _is_login(name: str | None, callback: Any) -> bool:
+    from django.contrib.auth.views import LoginView
+
+    view_class = getattr(callback, "view_class", None)
+    if isinstance(view_class, type) and issubclass(view_class, LoginView):
+        return True
+    if getattr(callback, "__name__", "") == "login":
+        return True
+    return name is not None and name.rsplit(":", 1)[-1].endswith("login")
+
+
+def check_login_rate_limited(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W010: a login view that no rate-limit policy covers invites credential stuffing."""
+    from django.urls import Resolver404, resolve
+
+    from .policies import registry
+    from .ratelimit import RateLimitSpec
+
+    try:
+        patterns = _url_patterns()
+    except Exception:  # a broken URLconf is reported by Django's own checks
+        return []
+    routed = [s for s in registry.all(RateLimitSpec) if s.routed and s.mode != "off"]
+    warnings: list[checks.CheckMessage] = []
+    for path, name, callback in patterns:
+        if not _is_login(name, callback):
+            continue
+        if getattr(callback, "_stability_rate_limits", None):
+            continue
+        try:
+            match = resolve(path)
+        except Resolver404:
+            match = None
+        covered = any(
+            (name and name in spec.url_names)
+            or any(path.startswith(prefix) for prefix in spec.path_prefixes)
+            or any(re.match(pattern, path) for pattern in spec.path_patterns)
+            or (match is not None and match.view_name in spec.url_names)
+            for spec in routed
+        )
+        if not covered:
+            warnings.append(
+                checks.Warning(
+                    f"The login view {name or path!r} ({path}) has no rate-limit policy: "
+                    "nothing slows down password guessing and credential stuffing.",
+                    hint=f"Decorate it with @rate_limit('login', rate='10/m', key='ip', "
+                    f"on_store_failure='closed'), or add a rate-limit policy with url_names "
+                    f"{name or path!r} in STABILITY['POLICIES'] or the admin.",
+                    obj=name or path,
+                    id="django_stability.W010",
+                )
+            )
+    return warnings
+
+
+def check_forwarded_for_trust(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W011: X-Forwarded-For believed without a list of trusted proxies."""
+    from .clientip import parse_networks
+
+    warnings: list[checks.CheckMessage] = []
+    meta_key = settings.DJANGO_RATELIMIT_IP_META_KEY
+    if isinstance(meta_key, str) and meta_key.upper().startswith("HTTP_"):
+        warnings.append(
+            checks.Warning(
+                f"RATELIMIT_IP_META_KEY = {meta_key!r} makes django-ratelimit count clients by a "
+                "header that any client can write: rotating its value walks around every IP "
+                "limit.",
+                hint="Set STABILITY['TRUSTED_PROXIES'] to your proxies' networks and use "
+                "django-stability's 'ip' key (or policy_rate with a key function that reads "
+                "django_stability.clientip.client_key), which believes the header only as far "
+                "as trusted proxies wrote it.",
+                id="django_stability.W011",
+            )
+        )
+    try:
+        trusted = parse_networks(list(settings.TRUSTED_PROXIES))
+    except (ValueError, ImproperlyConfigured):
+        return warnings  # E001 reports it
+    everyone = [str(net) for net in trusted if net.prefixlen == 0]
+    if everyone:
+        warnings.append(
+            checks.Warning(
+                f"STABILITY['TRUSTED_PROXIES'] trusts every address ({', '.join(everyone)}): "
+                f"{settings.CLIENT_IP_HEADER} is then believed from any client, which may name "
+                "itself anyone.",
+                hint="List only the networks of your load balancers and reverse proxies.",
+                id="django_stability.W011",
+            )
+        )
+    return warnings
+
+
+def check_user_keys_after_auth(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W012: a routed policy counts by user, but the middleware runs before authentication."""
+    from .policies import registry
+    from .ratelimit import RateLimitSpec
+    from .ratelimit_keys import needs_user
+
+    middleware = list(settings.MIDDLEWARE)
+    ours = "django_stability.middleware.StabilityMiddleware"
+    auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
+    if ours not in middleware or auth not in middleware:
+        return []
+    if middleware.index(ours) > middleware.index(auth):
+        return []
+    by_user = [
+        spec.name
+        for spec in registry.all(RateLimitSpec)
+        if spec.routed and spec.mode != "off" and needs_user(spec.key)
+    ]
+    if not by_user:
+        return []
+    return [
+        checks.Warning(
+            f"Rate-limit policies {', '.join(map(repr, by_user))} count by user, but "
+            "StabilityMiddleware runs before AuthenticationMiddleware: the middleware sees no "
+            "user and counts every such request as anonymous.",
+            hint="Move StabilityMiddleware after AuthenticationMiddleware, or apply these "
+            "policies with @rate_limit on the views.",
+            id="django_stability.W012",
+        )
+    ]
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -239,6 +388,9 @@ ALL_CHECKS = (
     check_ignore_exceptions_with_sessions,
     check_store_is_shared,
     check_store_timeouts_apply,
+    check_login_rate_limited,
+    check_forwarded_for_trust,
+    check_user_keys_after_auth,
 )
 
 

@@ -164,6 +164,15 @@ class Settings:
         return bool(getattr(django_settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False))
 
     @property
+    def MIDDLEWARE(self) -> tuple[str, ...]:
+        return tuple(getattr(django_settings, "MIDDLEWARE", None) or ())
+
+    @property
+    def DJANGO_RATELIMIT_IP_META_KEY(self) -> Any:
+        """django-ratelimit's own ``RATELIMIT_IP_META_KEY`` (how it finds the client address)."""
+        return getattr(django_settings, "RATELIMIT_IP_META_KEY", None)
+
+    @property
     def DEBUG(self) -> bool:
         return bool(getattr(django_settings, "DEBUG", False))
 

@@ -134,3 +134,51 @@ def test_checks_are_registered(settings: Any) -> None:
 
     messages = run_checks(tags=["django_stability"])
     assert [m for m in messages if m.is_serious()] == []
+
+
+def test_w010_login_view_without_a_rate_limit() -> None:
+    from django.urls import clear_url_caches
+
+    from django_stability.policies import registry
+    from django_stability.ratelimit import RateLimitSpec
+
+    with override_settings(ROOT_URLCONF="tests.checks_urls"):
+        clear_url_caches()
+        try:
+            messages = checks.check_login_rate_limited()
+            assert ids(messages) == ["django_stability.W010"] * 2
+            assert {m.obj for m in messages} == {"admin:login", "account-login"}
+            registry.register(RateLimitSpec(name="admin-login", path_prefixes=("/admin/login",)))
+            registry.register(RateLimitSpec(name="account", url_names=("account-login",)))
+            assert checks.check_login_rate_limited() == []
+            registry.register(
+                RateLimitSpec(name="account", url_names=("account-login",), mode="off")
+            )
+            assert ids(checks.check_login_rate_limited()) == ["django_stability.W010"]
+        finally:
+            clear_url_caches()
+
+
+def test_w011_forwarded_for_believed_without_trusted_proxies() -> None:
+    with override_settings(RATELIMIT_IP_META_KEY="HTTP_X_FORWARDED_FOR"):
+        messages = checks.check_forwarded_for_trust()
+    assert ids(messages) == ["django_stability.W011"]
+    assert "any client can write" in messages[0].msg
+    with override_settings(STABILITY={"TRUSTED_PROXIES": ["0.0.0.0/0", "10.0.0.0/8"]}):
+        messages = checks.check_forwarded_for_trust()
+    assert ids(messages) == ["django_stability.W011"] and "0.0.0.0/0" in messages[0].msg
+    with override_settings(STABILITY={"TRUSTED_PROXIES": ["10.0.0.0/8"]}):
+        assert checks.check_forwarded_for_trust() == []
+    with override_settings(RATELIMIT_IP_META_KEY="REMOTE_ADDR"):
+        assert checks.check_forwarded_for_trust() == []
+
+
+def test_w012_user_keys_need_the_middleware_after_authentication(settings: Any) -> None:
+    from django_stability.policies import registry
+    from django_stability.ratelimit import RateLimitSpec
+
+    registry.register(RateLimitSpec(name="per-user", path_prefixes=("/api/",), key="user"))
+    assert ids(checks.check_user_keys_after_auth()) == ["django_stability.W012"]
+    ours = "django_stability.middleware.StabilityMiddleware"
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != ours] + [ours]
+    assert checks.check_user_keys_after_auth() == []
