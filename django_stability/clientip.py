@@ -40,6 +40,7 @@ MAX_HOPS = 32
 UNKNOWN = "unknown"
 
 _CACHE_ATTR = "_stability_client_ip"
+_KEY_ATTR = "_stability_client_key"
 
 
 def parse_networks(raw: Any) -> tuple[IPNetwork, ...]:
@@ -156,7 +157,14 @@ def client_ip(request: HttpRequest) -> IPAddress | None:
 
 def client_key(request: HttpRequest) -> str:
     """The client as a rate-limit key: its address, IPv6 grouped per network; never raises."""
+    cached: str | None = request.__dict__.get(_KEY_ATTR)
+    if cached is not None:
+        return cached
     address = client_ip(request)
-    if address is None:
-        return UNKNOWN
-    return group_address(address, settings.RATELIMIT_IPV4_PREFIX, settings.RATELIMIT_IPV6_PREFIX)
+    key = (
+        UNKNOWN
+        if address is None
+        else group_address(address, settings.RATELIMIT_IPV4_PREFIX, settings.RATELIMIT_IPV6_PREFIX)
+    )
+    request.__dict__[_KEY_ATTR] = key
+    return key

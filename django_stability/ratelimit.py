@@ -294,6 +294,11 @@ class CompiledRateLimit:
     #: The RateLimit-Policy items of this policy (draft-ietf-httpapi-ratelimit-headers).
     policy_items: tuple[str, ...]
     header_names: Mapping[str, str] = field(default_factory=dict)
+    #: Charges already built for this policy, by what they depend on (a request from a
+    #: client seen before builds nothing). Bounded: cleared when full.
+    charges_memo: dict[tuple[Any, ...], Charge] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -378,7 +383,8 @@ class Charge:
     #: The client's wider network, when the policy has an aggregate limit.
     network: str | None = None
 
-    def limits(self) -> list[tuple[str, Limit]]:
+    @functools.cached_property
+    def limits(self) -> tuple[tuple[str, Limit], ...]:
         """The store limits of this charge, each with what it is ("main", "quota", "network")."""
         spec = self.policy.spec
         name = spec.name
@@ -413,7 +419,11 @@ class Charge:
                     Limit(f"{name}:n:{self.network}", count, period, count, 1, enforce, track=name),
                 )
             )
-        return found
+        return tuple(found)
+
+
+#: Charges memoised per policy, at most.
+CHARGES_MEMO = 4096
 
 
 class Denied(Exception):
@@ -466,17 +476,17 @@ def charges_for(
     network = None
     if policy.aggregate and address is not None:
         network = group_address(address, spec.aggregate_ipv4_prefix, spec.aggregate_ipv6_prefix)
-    return [
-        Charge(
-            policy,
-            key_part(key),
-            rate[0],
-            rate[1],
-            burst,
-            cost if cost is not None else spec.cost,
-            network,
+    cost = cost if cost is not None else spec.cost
+    memo_key = (key, rate, burst, cost, network)
+    memo = policy.charges_memo
+    charge = memo.get(memo_key)
+    if charge is None:
+        if len(memo) >= CHARGES_MEMO:
+            memo.clear()
+        charge = memo[memo_key] = Charge(
+            policy, key_part(key), rate[0], rate[1], burst, cost, network
         )
-    ]
+    return [charge]
 
 
 # The decision ---------------------------------------------------------------------------
@@ -622,9 +632,9 @@ def decide(
         return ADMITTED
     store = store if store is not None else get_store()
     box = box if box is not None else penalty_box()
-    pairs = [(charge, what, limit) for charge in charges for what, limit in charge.limits()]
+    pairs = [(charge, what, limit) for charge in charges for what, limit in charge.limits]
     now = box.clock()
-    for charge, what, limit in pairs:
+    for charge, what, limit in pairs if len(box) else ():
         if not limit.enforce:
             continue
         until = box.until(limit.key, now)
@@ -639,9 +649,13 @@ def decide(
     decision = store.rate_limit([limit for _, _, limit in pairs])
     results = decision.results
     annotated = [(c, w, r) for (c, w, _), r in zip(pairs, results, strict=True)]
-    shadow = tuple(
-        sorted({c.policy.name for c, _, r in annotated if not r.allowed and not r.limit.enforce})
-    )
+    shadow: tuple[str, ...] = ()
+    if not all(result.allowed for result in results):
+        shadow = tuple(
+            sorted(
+                {c.policy.name for c, _, r in annotated if not r.allowed and not r.limit.enforce}
+            )
+        )
     for name in shadow:
         logger.info("Shadow rate limit %r would have refused a request.", name)
         signals.rate_limited.send(

@@ -86,6 +86,8 @@ class RedisStore(Store):
     def __init__(self, client: Any, prefix: str = "stability") -> None:
         self.client = client
         self.prefix = prefix
+        self._rate_prefix = self.rate_key("")
+        self._args: dict[tuple[Any, ...], bytes] = {}
         self._scripts = {
             name: client.register_script(lua_source(name))
             for name in (
@@ -113,28 +115,43 @@ class RedisStore(Store):
         """The Redis key of a "limited now" set; in the rate counters' hash slot."""
         return self.rate_key(f"track:{track}")
 
+    def _limit_arg(self, limit: Limit, track: int) -> bytes:
+        """The packed argument of one limit, memoised (requests repeat the same few)."""
+        memo = (limit.limit, limit.period, limit.burst, limit.cost, limit.enforce, track)
+        arg = self._args.get(memo)
+        if arg is None:
+            interval = limit.interval * _US
+            arg = (
+                f"{interval!r} {interval * limit.burst!r} {limit.cost} "
+                f"{1 if limit.enforce else 0} {track}"
+            ).encode()
+            if len(self._args) > 4096:
+                self._args.clear()
+            self._args[memo] = arg
+        return arg
+
     def rate_limit(self, limits: Sequence[Limit]) -> RateDecision:
         if not limits:
             return RateDecision(True, ())
-        keys = [self.rate_key(limit.key) for limit in limits]
+        prefix = self._rate_prefix
+        keys: list[bytes | str] = [prefix + limit.key for limit in limits]
         tracks: dict[str, int] = {}
-        args: list[str | int] = [len(limits), self.tracked_keys]
+        args: list[bytes | int] = [len(limits), self.tracked_keys]
         for limit in limits:
-            interval = limit.interval * _US
             track = 0
             if limit.track:
                 track = tracks.get(limit.track, 0)
                 if not track:
                     keys.append(self.track_key(limit.track))
                     track = tracks[limit.track] = len(keys)
-            args += [
-                repr(interval),
-                repr(interval * limit.burst),
-                str(limit.cost),
-                "1" if limit.enforce else "0",
-                track,
-            ]
-        reply = self._scripts["rate_limit"](keys=keys, args=args)
+            args.append(self._limit_arg(limit, track))
+        script = self._scripts["rate_limit"]
+        try:
+            # EVALSHA straight away (the hot path); redis-py's Script wrapper adds little
+            # but copies, and the reload on NOSCRIPT is all it would do for us here.
+            reply = self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            reply = script(keys=keys, args=args)
         results = []
         for i, limit in enumerate(limits):
             allowed, remaining, retry_us, reset_us = reply[1 + 4 * i : 5 + 4 * i]

@@ -4,9 +4,11 @@
 -- KEYS[n+1..]: the "limited now" sets named by the limits (sorted sets of
 --              limit keys scored by the time they may retry, bounded, expiring).
 -- ARGV[1]: n, the number of limits; ARGV[2]: the most members a set keeps.
--- Then five values per limit: interval_us, capacity_us (burst * interval),
--- cost, enforce ("1" refuses; "0" is shadow: counted, never blocking), and
--- the index in KEYS of the set that records its refusals (0: none).
+-- Then one argument per limit, five numbers separated by spaces (one argument
+-- rather than five keeps the client's encoding work small): interval_us,
+-- capacity_us (burst * interval), cost, enforce (1 refuses; 0 is shadow:
+-- counted, never blocking), and the index in KEYS of the set that records its
+-- refusals (0: none).
 -- Returns, per limit: {allowed, remaining, retry_after_us, reset_after_us},
 -- flattened, preceded by the overall verdict (1 admitted, 0 refused).
 local t = redis.call('TIME')
@@ -17,12 +19,12 @@ local blocked = false
 local out = {}
 local writes = {}
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local interval = tonumber(ARGV[a + 1])
-  local capacity = tonumber(ARGV[a + 2])
-  local cost = tonumber(ARGV[a + 3])
-  local enforce = ARGV[a + 4] == '1'
-  local track = tonumber(ARGV[a + 5])
+  local f1, f2, f3, f4, f5 = string.match(ARGV[2 + i], '(%S+) (%S+) (%S+) (%S+) (%S+)')
+  local interval = tonumber(f1)
+  local capacity = tonumber(f2)
+  local cost = tonumber(f3)
+  local enforce = f4 == '1'
+  local track = tonumber(f5)
   local stored = redis.call('GET', KEYS[i])
   local base = now
   if stored then
