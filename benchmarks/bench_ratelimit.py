@@ -208,47 +208,58 @@ def _serve(limiter: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"gunicorn ({limiter}) did not start")
 
 
-def throughput() -> None:
+def _measure(
+    limiter: str, seconds: float, per_thread: int, threads: int, processes: int
+) -> tuple[float, int]:
+    """Requests per second served with ``limiter`` under bounded load, and the errors seen."""
     from port_for import get_port
 
-    seconds, per_thread, threads, processes = 4.0, 4000, 4, 2
+    port = int(get_port(None))  # type: ignore[arg-type]
+    server = _serve(limiter, port)
+    try:
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        loaders = [
+            context.Process(target=_load, args=(port, seconds, per_thread, threads, out))
+            for _ in range(processes)
+        ]
+        start = time.monotonic()
+        for loader in loaders:
+            loader.start()
+        totals = [out.get(timeout=seconds + 30) for _ in loaders]
+        elapsed = time.monotonic() - start
+        for loader in loaders:
+            loader.join(timeout=10)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    return sum(t[0] for t in totals) / elapsed, sum(t[1] for t in totals)
+
+
+def throughput() -> None:
+    seconds, per_thread, threads, processes, rounds = 3.0, 4000, 4, 2, 2
     print(
-        f"small view under gunicorn (2 workers x 4 threads, 127.0.0.1), "
-        f"{processes} x {threads} keep-alive clients, {seconds:.0f} s each:"
+        f"small view under gunicorn (2 workers x 4 threads, 127.0.0.1), {processes} x {threads} "
+        f"keep-alive clients, {rounds} rounds of {seconds:.0f} s each, taking turns (mean):"
     )
-    rates: dict[str, float] = {}
-    for limiter in ("none", "django-ratelimit", "stability"):
-        port = int(get_port(None))  # type: ignore[arg-type]
-        server = _serve(limiter, port)
-        try:
-            context = multiprocessing.get_context("fork")
-            out = context.Queue()
-            loaders = [
-                context.Process(target=_load, args=(port, seconds, per_thread, threads, out))
-                for _ in range(processes)
-            ]
-            start = time.monotonic()
-            for loader in loaders:
-                loader.start()
-            totals = [out.get(timeout=seconds + 30) for _ in loaders]
-            elapsed = time.monotonic() - start
-            for loader in loaders:
-                loader.join(timeout=10)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
-        done = sum(t[0] for t in totals)
-        errors = sum(t[1] for t in totals)
-        rates[limiter] = done / elapsed
+    limiters = ("none", "django-ratelimit", "stability")
+    samples: dict[str, list[float]] = {limiter: [] for limiter in limiters}
+    errors: dict[str, int] = dict.fromkeys(limiters, 0)
+    for _ in range(rounds):
+        for limiter in limiters:
+            rate, failed = _measure(limiter, seconds, per_thread, threads, processes)
+            samples[limiter].append(rate)
+            errors[limiter] += failed
+    rates = {limiter: statistics.mean(values) for limiter, values in samples.items()}
+    names = {"none": "no limiter", "stability": "django-stability middleware"}
+    for limiter in limiters:
         line(
-            {"none": "no limiter", "stability": "django-stability middleware"}.get(
-                limiter, limiter
-            ),
-            f"{rates[limiter]:8.0f} req/s ({errors} errors)",
+            names.get(limiter, limiter),
+            f"{rates[limiter]:8.0f} req/s ({errors[limiter]} errors)",
         )
-    for limiter in ("django-ratelimit", "stability"):
+    for limiter in limiters[1:]:
         line(
-            f"  {limiter} as a share of no limiter",
+            f"  {names.get(limiter, limiter)} as a share of no limiter",
             f"{rates[limiter] / rates['none'] * 100:6.1f} %",
         )
 
