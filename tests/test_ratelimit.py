@@ -493,3 +493,48 @@ def test_denied_is_still_a_rate_limited() -> None:
     from django_ratelimit.exceptions import Ratelimited
 
     assert issubclass(ClientDenied, RateLimited) and issubclass(ClientDenied, Ratelimited)
+
+
+@pytest.mark.django_db
+def test_group_override_for_a_signed_in_user(rf: Any, django_user_model: Any) -> None:
+    from django.contrib.auth.models import Group
+
+    from django_stability.ratelimit import decide_request
+
+    partner = django_user_model.objects.create_user("partner")
+    partner.groups.add(Group.objects.create(name="partners"))
+    someone = django_user_model.objects.create_user("someone")
+    policy = compiled(name="api", rate="1/h", key="user", overrides=["group:partners=3/h"])
+
+    def admitted(user: Any) -> int:
+        count = 0
+        for _ in range(5):
+            request = rf.get("/api/")
+            request.user = user
+            count += decide_request([policy], request).allowed
+        return count
+
+    assert admitted(partner) == 3
+    assert admitted(someone) == 1
+
+
+def test_shadow_and_off_through_the_middleware_and_the_decorator(client: Any) -> None:
+    events: list[str] = []
+
+    def record(policy: str, shadow: bool, **kwargs: Any) -> None:
+        events.append(f"{policy}:{'shadow' if shadow else 'refused'}")
+
+    signals.rate_limited.connect(record)
+    try:
+        registry.register(
+            RateLimitSpec(name="dark", path_prefixes=("/rl/plain/",), rate="1/h", mode="shadow")
+        )
+        assert [client.get("/rl/plain/").status_code for _ in range(3)] == [200] * 3
+        assert events == ["dark:shadow", "dark:shadow"]
+        assert [key for key, _ in limited_now("dark")] == ["127.0.0.1"]
+        with override_policy(RateLimitSpec(name="t-decorated", mode="off")):
+            assert [client.get("/rl/decorated/").status_code for _ in range(5)] == [200] * 5
+        assert limited_now("t-decorated") == []
+        assert events == ["dark:shadow", "dark:shadow"]
+    finally:
+        signals.rate_limited.disconnect(record)
