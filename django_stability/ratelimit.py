@@ -108,10 +108,6 @@ def _checked_overrides(raw: Any) -> tuple[str, ...]:
     return lines
 
 
-def _optional_rate(raw: Any) -> str:
-    return _checked_rate(raw)
-
-
 @registry.register_kind
 @dataclass(frozen=True)
 class RateLimitSpec(RouteFields, PolicySpec):
@@ -155,7 +151,7 @@ class RateLimitSpec(RouteFields, PolicySpec):
         None,
         help="A budget over a long period beside the rate, e.g. 10000/d or 100000/30d; "
         "empty for none.",
-        parse=_optional_rate,
+        parse=_checked_rate,
         format=RATE_FORMAT,
     )
     mode: str = spec_field(
@@ -192,7 +188,7 @@ class RateLimitSpec(RouteFields, PolicySpec):
         None,
         help="A second limit shared by every client of a wider network (see the prefixes); "
         "empty for none.",
-        parse=_optional_rate,
+        parse=_checked_rate,
         format=RATE_FORMAT,
     )
     aggregate_ipv4_prefix: int = spec_field(
