@@ -7,6 +7,8 @@ The public face of the package. Names are added here as the parts land:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .exceptions import Overloaded, RateLimited, StabilityError, StoreUnavailable
 
 __all__ = [
@@ -14,6 +16,24 @@ __all__ = [
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "concurrency_limit",
+    "concurrency_slot",
+    "feature_enabled",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The parts import the policy registry, which needs Django's settings;
+    # importing them lazily keeps ``import django_stability`` free of that.
+    if name == "feature_enabled":
+        from .brownout import feature_enabled
+
+        return feature_enabled
+    if name in ("concurrency_limit", "concurrency_slot"):
+        from . import concurrency
+
+        return getattr(concurrency, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0.dev0"

@@ -35,8 +35,16 @@ class Gate(Protocol):
 
 
 def default_gates() -> Sequence[Gate]:
-    """The gates of the middleware, in the order they decide."""
-    return ()
+    """The gates of the middleware, in the order they decide.
+
+    Admission comes first: it does no I/O and refuses before anything else is
+    spent on a request the process cannot take. Cluster-wide concurrency
+    limits (one store round trip each) come after the cheaper refusals.
+    """
+    from .concurrency import ConcurrencyGate
+    from .shedding import AdmissionGate
+
+    return (AdmissionGate(), ConcurrencyGate())
 
 
 class StabilityMiddleware:
