@@ -7,9 +7,13 @@ The public face of the package. Names are added here as the parts land:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import Overloaded, RateLimited, StabilityError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .brownout import feature_enabled
+    from .concurrency import concurrency_limit, concurrency_slot
 
 __all__ = [
     "Overloaded",
@@ -23,8 +27,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The parts import the policy registry, which needs Django's settings;
-    # importing them lazily keeps ``import django_stability`` free of that.
+    # The parts register policy kinds and pull in Django's request machinery;
+    # importing them on first use keeps ``import django_stability`` (done while
+    # Django loads INSTALLED_APPS) light and free of import cycles.
     if name == "feature_enabled":
         from .brownout import feature_enabled
 

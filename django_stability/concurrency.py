@@ -190,16 +190,21 @@ class LeaseKeeper:
         self._held: dict[Slot, float] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0
 
     def hold(self, slot: Slot) -> None:
         with self._cond:
-            self._held[slot] = self.clock()
+            now = self.clock()
+            self._held[slot] = now
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="django-stability-leases", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            # Wake the thread only if this lease is due before it wakes anyway:
+            # waking it on every request would cost a thread switch each.
+            if now + slot.ttl / 3 < self._wakes_at:
+                self._cond.notify()
 
     def drop(self, slot: Slot) -> None:
         with self._cond:
@@ -209,8 +214,8 @@ class LeaseKeeper:
     def held(self) -> int:
         return len(self._held)
 
-    def renew_due(self) -> float:
-        """Renew every lease due; the seconds until the next one is due."""
+    def renew_due(self) -> None:
+        """Renew every lease held longer than a third of its TTL."""
         now = self.clock()
         with self._cond:
             due = [slot for slot, at in self._held.items() if now - at >= slot.ttl / 3]
@@ -231,26 +236,33 @@ class LeaseKeeper:
                         slot.key,
                         slot.holder,
                     )
+
+    def _wait(self) -> None:
+        """Sleep until the next lease is due (or a new one is due sooner)."""
         with self._cond:
+            # Computed under the lock hold() takes, so a lease added after this
+            # is compared with the deadline set here.
             now = self.clock()
             waits = [at + slot.ttl / 3 - now for slot, at in self._held.items()]
-        return max(0.01, min(waits, default=5.0))
+            wait = max(0.01, min(waits, default=5.0))
+            self._wakes_at = now + wait
+            self._cond.wait(timeout=wait)
 
     def _run(self) -> None:
         while True:
             try:
-                wait = self.renew_due()
+                self.renew_due()
             except Exception:  # never let the keeper die on a surprise
                 logger.exception("Renewing leases failed")
-                wait = 1.0
-            with self._cond:
-                self._cond.wait(timeout=wait)
+                time.sleep(1.0)
+            self._wait()
 
     def after_fork(self) -> None:
         """A forked child holds none of its parent's leases and has no keeper thread."""
         self._held = {}
         self._cond = threading.Condition()
         self._thread = None
+        self._wakes_at = 0.0
 
 
 #: The lease keeper of this process.

@@ -151,3 +151,28 @@ def test_admission_spec_refuses_bad_values() -> None:
         AdmissionSpec.build("x", {"user_agents": "bot("})
     with pytest.raises(ValidationError, match=r"at least 0\.001"):
         AdmissionSpec.build("x", {"queue_time_target": "0"})
+
+
+def test_the_controller_follows_the_adaptive_limit(settings: object) -> None:
+    from django_stability.shedding import AdmissionController
+
+    settings.STABILITY = {  # type: ignore[attr-defined]
+        **settings.STABILITY,  # type: ignore[attr-defined]
+        "SHEDDING_ADAPTIVE": True,
+        "SHEDDING_ADAPTIVE_INITIAL_LIMIT": 10,
+        "SHEDDING_ADAPTIVE_MIN_LIMIT": 2,
+    }
+    now = [0.0]
+    controller = AdmissionController(clock=lambda: now[0])
+    assert controller.limit() == 10
+    # Latency grows tenfold while the process runs at its limit: the limit falls.
+    for latency in [0.01] * 200 + [0.1] * 200:
+        held = [controller.try_enter("critical").admitted for _ in range(controller.limit() or 1)]
+        now[0] += latency
+        for admitted in held:
+            if admitted is not None:
+                controller.leave(admitted)
+    assert controller.limit() is not None and controller.limit() < 10  # type: ignore[operator]
+    # A static limit caps the adaptive one.
+    settings.STABILITY = {**settings.STABILITY, "SHEDDING_MAX_IN_FLIGHT": 3}  # type: ignore[attr-defined]
+    assert (controller.limit() or 0) <= 3

@@ -242,3 +242,13 @@ def test_no_query_per_request_in_steady_state(
             assert client.get("/critical/").status_code == 200
             assert client.get("/slow/").status_code == 200
             feature_enabled("recommendations")
+
+
+def test_refusals_are_not_logged_again_by_django(
+    client: Client, shedding: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    busy(), busy()
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        for _ in range(20):
+            assert client.get("/slow/").status_code == 503
+    assert not [r for r in caplog.records if r.name == "django.request"]
