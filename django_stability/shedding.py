@@ -412,15 +412,27 @@ class AdmissionController:
             }
 
     def reset(self, **kwargs: Any) -> None:
-        """Forget everything (tests; a forked child)."""
+        """Forget everything (settings changed; tests)."""
         with self._lock:
-            self._started.clear()
-            self.by_class.clear()
-            self.shedding = dict.fromkeys(PRIORITIES, False)
-            self.shed_total.clear()
-            self.last_shed = -math.inf
-            self.adaptive = None
-            self._adaptive_key = None
+            self._forget()
+
+    def after_fork(self) -> None:
+        """A forked child serves none of its parent's requests.
+
+        A new lock, not the parent's: another thread may have held it at the
+        fork, and the child would wait for it for ever.
+        """
+        self._lock = threading.Lock()
+        self._forget()
+
+    def _forget(self) -> None:
+        self._started.clear()
+        self.by_class.clear()
+        self.shedding = dict.fromkeys(PRIORITIES, False)
+        self.shed_total.clear()
+        self.last_shed = -math.inf
+        self.adaptive = None
+        self._adaptive_key = None
 
 
 #: The admission state of this process.
@@ -602,4 +614,12 @@ def _reset_controller(**kwargs: Any) -> None:
 
 
 settings_reset.connect(_reset_controller, dispatch_uid="django_stability.shedding.reset")
-os.register_at_fork(after_in_child=controller.reset)
+
+
+def _after_fork() -> None:
+    global _shed_log
+    controller.after_fork()
+    _shed_log = ShedLog()  # its lock too may have been held at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork)

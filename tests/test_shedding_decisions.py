@@ -176,3 +176,36 @@ def test_the_controller_follows_the_adaptive_limit(settings: object) -> None:
     # A static limit caps the adaptive one.
     settings.STABILITY = {**settings.STABILITY, "SHEDDING_MAX_IN_FLIGHT": 3}  # type: ignore[attr-defined]
     assert (controller.limit() or 0) <= 3
+
+
+def test_a_forked_child_does_not_wait_for_a_lock_held_at_the_fork() -> None:
+    import os
+    import time
+
+    from django_stability.shedding import controller
+
+    held = controller.try_enter("critical").admitted
+    try:
+        with controller._lock:  # as if another thread were deciding at the fork
+            pid = os.fork()
+            if pid == 0:  # the child: nothing in flight, and it can decide
+                try:
+                    fine = controller.in_flight == 0
+                    fine = fine and controller.try_enter("critical").admitted is not None
+                    os._exit(0 if fine else 1)
+                except BaseException:
+                    os._exit(2)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung on the inherited lock")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        assert held is not None
+        controller.leave(held)
