@@ -9,6 +9,7 @@ unanswered, and are generous for the runs that must succeed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ CAPACITY = THREADS / SERVICE  # requests per second the worker can serve
 CLASSES = {
     "slow": {"url_names": ["slow", "aslow"], "priority": "sheddable"},
     "critical": {
-        "url_names": ["critical", "acritical", "stats", "reset", "ping"],
+        "url_names": ["critical", "acritical", "stats", "reset", "ping", "in-flight"],
         "priority": "critical",
     },
 }
@@ -54,6 +55,16 @@ def flood(server: Server, path: str = "/slow/", critical: str = "/critical/") ->
     )
 
 
+def assert_nothing_left_in_flight(server: Server) -> None:
+    """After the load (and a few streamed responses), only the asking request is in flight."""
+    for _ in range(3):
+        status, _, body = server.get("/stream/")
+        assert status == 200 and body == b"chunk 0\nchunk 1\nchunk 2\n"
+    status, _, body = server.get("/in-flight/")
+    assert status == 200
+    assert json.loads(body)["in_flight"] == 1, body
+
+
 def assert_shed_well(result: Result, peak: int, share: int) -> None:
     critical = result.statuses("critical")
     assert critical[200] >= 0.99 * result.sent("critical"), critical
@@ -70,6 +81,7 @@ def test_under_3x_overload_critical_requests_get_through_on_gunicorn() -> None:
     with Server("gunicorn", stability=stability, threads=THREADS) as server:
         result = flood(server)
         peak = server.stats()["peak"]["slow"]
+        assert_nothing_left_in_flight(server)
     assert_shed_well(result, peak, share=THREADS // 2)
 
 
@@ -96,6 +108,7 @@ def test_the_same_decisions_under_uvicorn_for_async_views() -> None:
         stale = f"t={time.time() - 5:.3f}"
         status, headers, _ = server.get("/acritical/", {"X-Request-Start": stale})
         after = server.stats()["runs"].get("acritical", 0)
+        assert_nothing_left_in_flight(server)
     assert_shed_well(result, peak, share=limit // 2)
     assert status == 503 and headers["Retry-After"]
     assert after == before  # shed before the view ran

@@ -13,6 +13,7 @@ urlpatterns = [
     path("stats/", views.stats, name="stats"),
     path("reset/", views.reset, name="reset"),
     path("stream/", views.stream, name="stream"),
+    path("in-flight/", views.in_flight, name="in-flight"),
     path("room/", views.room, name="room"),
     path("room/leave/", views.room_leave, name="room-leave"),
     path("export/", views.export, name="export"),

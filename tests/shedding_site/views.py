@@ -69,6 +69,13 @@ def reset(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"reset": True})
 
 
+def in_flight(request: HttpRequest) -> JsonResponse:
+    """The admission state of the serving process (this request counts itself)."""
+    from django_stability.shedding import status
+
+    return JsonResponse(status())
+
+
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     def chunks() -> Iterator[bytes]:
         for i in range(3):
