@@ -1,17 +1,21 @@
 """django-stability: keeps a Django site up when the things around it fail.
 
-The public face of the package. Names are added here as the parts land:
-``rate_limit``, ``circuit_breaker``, ``bulkhead``, ``timeout``, ``guard``,
-``cached``, ``background_job`` and the exceptions.
+The public face of the package: the decorators and helpers of every part, and
+the exceptions. The parts are imported on first use of one of their names, so
+that importing the package (as ``INSTALLED_APPS`` does, before Django is set up)
+loads nothing else and creates no import cycle.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ClientDenied, Overloaded, RateLimited, StabilityError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from .brownout import feature_enabled
+    from .concurrency import concurrency_limit, concurrency_slot
     from .ratelimit import policy_rate, rate_limit
 
 __all__ = [
@@ -20,21 +24,27 @@ __all__ = [
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "concurrency_limit",
+    "concurrency_slot",
+    "feature_enabled",
     "policy_rate",
     "rate_limit",
 ]
 
-#: Public names imported on first use, so that importing the package (as
-#: INSTALLED_APPS does) loads no part before Django is set up.
-_LAZY = {"rate_limit": "ratelimit", "policy_rate": "ratelimit"}
+#: Public name -> the module of this package that defines it.
+_LAZY = {
+    "rate_limit": "ratelimit",
+    "policy_rate": "ratelimit",
+    "feature_enabled": "brownout",
+    "concurrency_limit": "concurrency",
+    "concurrency_slot": "concurrency",
+}
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 

@@ -380,6 +380,218 @@ def check_user_keys_after_auth(app_configs: Any = None, **kwargs: Any) -> list[c
     ]
 
 
+# Load shedding: E020-E029, W020-W029 ----------------------------------------------
+
+MIDDLEWARE_PATH = "django_stability.middleware.StabilityMiddleware"
+
+
+def check_shedding_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E020: the shedding settings must describe a limit that can work."""
+    from .shedding import PRIORITIES
+
+    try:
+        shares = settings.SHEDDING_CLASS_SHARES
+        limit = settings.SHEDDING_MAX_IN_FLIGHT
+        target = settings.SHEDDING_QUEUE_TIME_TARGET
+        hysteresis = settings.SHEDDING_HYSTERESIS
+        low = settings.SHEDDING_ADAPTIVE_MIN_LIMIT
+        high = settings.SHEDDING_ADAPTIVE_MAX_LIMIT
+        smoothing = settings.SHEDDING_ADAPTIVE_SMOOTHING
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    problems: list[str] = []
+    if set(shares) != set(PRIORITIES) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+        for v in shares.values()
+    ):
+        problems.append(
+            "SHEDDING_CLASS_SHARES must give each of "
+            f"{', '.join(PRIORITIES)} a fraction of the limit above 0 and at most 1, "
+            f"not {dict(shares)!r}"
+        )
+    elif [shares[p] for p in PRIORITIES] != sorted((shares[p] for p in PRIORITIES), reverse=True):
+        problems.append(
+            "SHEDDING_CLASS_SHARES must not give a lower class a larger share than a higher "
+            f"one (critical >= high >= default >= sheddable), not {dict(shares)!r}"
+        )
+    if limit is not None and limit < 1:
+        problems.append(f"SHEDDING_MAX_IN_FLIGHT must be at least 1 or None, not {limit!r}")
+    if target is not None and target <= 0:
+        problems.append(f"SHEDDING_QUEUE_TIME_TARGET must be above 0 or None, not {target!r}")
+    if not 0 <= hysteresis < 0.5:
+        problems.append(f"SHEDDING_HYSTERESIS must be from 0 to under 0.5, not {hysteresis!r}")
+    if low > high:
+        problems.append(
+            f"SHEDDING_ADAPTIVE_MIN_LIMIT ({low}) is above SHEDDING_ADAPTIVE_MAX_LIMIT ({high})"
+        )
+    if not 0 < smoothing <= 1:
+        problems.append(
+            f"SHEDDING_ADAPTIVE_SMOOTHING must be above 0 and at most 1, not {smoothing!r}"
+        )
+    return [
+        checks.Error(
+            f"settings.STABILITY: {problem}.",
+            hint="See the load-shedding settings in the settings reference.",
+            id="django_stability.E020",
+        )
+        for problem in problems
+    ]
+
+
+def _middleware() -> list[str]:
+    from django.conf import settings as django_settings
+
+    return [str(m) for m in getattr(django_settings, "MIDDLEWARE", None) or []]
+
+
+def check_middleware_first(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W020: StabilityMiddleware must come first, before sessions, auth and everything else."""
+    middleware = _middleware()
+    if MIDDLEWARE_PATH not in middleware or middleware[0] == MIDDLEWARE_PATH:
+        return []
+    before = middleware[: middleware.index(MIDDLEWARE_PATH)]
+    return [
+        checks.Warning(
+            f"{MIDDLEWARE_PATH} comes after {', '.join(before)}: every request those refuse "
+            "to shed has already cost their work (sessions, authentication, database "
+            "queries), which is what an overloaded process cannot afford.",
+            hint="Put django_stability.middleware.StabilityMiddleware first in MIDDLEWARE.",
+            id="django_stability.W020",
+        )
+    ]
+
+
+def _routed_shedding_policies() -> list[tuple[str, Any]]:
+    from .concurrency import ConcurrencySpec
+    from .policies import registry
+    from .shedding import AdmissionSpec
+
+    found: list[tuple[str, Any]] = []
+    for spec in registry.all(AdmissionSpec):
+        if spec.mode != "off":
+            found.append(("admission", spec))
+    for cspec in registry.all(ConcurrencySpec):
+        if cspec.mode != "off" and cspec.routed:
+            found.append(("concurrency", cspec))
+    return found
+
+
+def check_middleware_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W021: admission and routed concurrency policies need the middleware to do anything."""
+    if MIDDLEWARE_PATH in _middleware():
+        return []
+    policies = _routed_shedding_policies()
+    if not policies:
+        return []
+    names = ", ".join(f"{kind}:{spec.name}" for kind, spec in policies)
+    return [
+        checks.Warning(
+            f"Policies that the middleware applies are defined ({names}), but "
+            f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: they have no effect.",
+            hint="Add django_stability.middleware.StabilityMiddleware, first, to MIDDLEWARE.",
+            id="django_stability.W021",
+        )
+    ]
+
+
+def _url_names() -> set[str]:
+    """Every URL name the URLconf can reverse, namespaced ones as 'namespace:name'."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    names: set[str] = set()
+
+    def walk(patterns: Any, namespace: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                inner = namespace
+                if pattern.namespace:
+                    inner = f"{namespace}{pattern.namespace}:"
+                walk(pattern.url_patterns, inner)
+            elif isinstance(pattern, URLPattern) and pattern.name:
+                names.add(f"{namespace}{pattern.name}")
+
+    walk(get_resolver().url_patterns, "")
+    return names
+
+
+def check_policies_can_match(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W022: a routed policy names a URL that does not exist; W023: it covers nothing at all."""
+    from .shedding import AdmissionSpec
+
+    policies = _routed_shedding_policies()
+    if not policies:
+        return []
+    try:
+        known = _url_names()
+    except Exception:  # a broken URLconf is Django's own check to report
+        return []
+    messages: list[checks.CheckMessage] = []
+    for kind, spec in policies:
+        unknown = sorted(set(spec.url_names) - known)
+        if unknown:
+            messages.append(
+                checks.Warning(
+                    f"The {kind} policy {spec.name!r} names URL(s) {', '.join(unknown)} that "
+                    "the URLconf does not have: it never matches them.",
+                    hint="Use names as reverse() takes them, 'namespace:name' for namespaced URLs.",
+                    id="django_stability.W022",
+                )
+            )
+        if isinstance(spec, AdmissionSpec) and not spec.matches_anything:
+            messages.append(
+                checks.Warning(
+                    f"The admission policy {spec.name!r} has no URL name, path prefix, path "
+                    "pattern or User-Agent: it never matches a request.",
+                    hint="Give it the routes (or clients) whose priority it sets.",
+                    id="django_stability.W023",
+                )
+            )
+    return messages
+
+
+def check_classes_have_a_limit(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W024: priority classes only matter once there is an in-flight limit to share."""
+    from .policies import registry
+    from .shedding import AdmissionSpec
+
+    try:
+        if settings.SHEDDING_MAX_IN_FLIGHT is not None or settings.SHEDDING_ADAPTIVE:
+            return []
+        if settings.SHEDDING_MODE == "off":
+            return []
+    except ImproperlyConfigured:
+        return []
+    if not any(spec.mode != "off" for spec in registry.all(AdmissionSpec)):
+        return []
+    return [
+        checks.Warning(
+            "Admission policies give requests priority classes, but no in-flight limit is "
+            "set: no request is ever shed for capacity, whatever its class.",
+            hint="Set STABILITY['SHEDDING_MAX_IN_FLIGHT'] to the threads of a worker "
+            "(gthread) or a concurrency target (ASGI), or turn on SHEDDING_ADAPTIVE.",
+            id="django_stability.W024",
+        )
+    ]
+
+
+def check_concurrency_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E021: a routed concurrency limit keyed by user cannot be decided before authentication."""
+    from .concurrency import ConcurrencySpec
+    from .policies import registry
+
+    return [
+        checks.Error(
+            f"The concurrency limit {spec.name!r} is keyed by user and routed: the middleware "
+            "decides before authentication, so it cannot know the user, and skips it.",
+            hint="Key it by ip or header:<name>, or apply it with @concurrency_limit on the "
+            "view, where request.user is set.",
+            id="django_stability.E021",
+        )
+        for spec in registry.all(ConcurrencySpec)
+        if spec.routed and spec.key == "user" and spec.mode != "off"
+    ]
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -391,6 +603,12 @@ ALL_CHECKS = (
     check_login_rate_limited,
     check_forwarded_for_trust,
     check_user_keys_after_auth,
+    check_shedding_settings,
+    check_middleware_first,
+    check_middleware_installed,
+    check_policies_can_match,
+    check_classes_have_a_limit,
+    check_concurrency_keys,
 )
 
 

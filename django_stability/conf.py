@@ -48,6 +48,30 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_IPV4_PREFIX": 32,
     "RATELIMIT_IPV6_PREFIX": 64,
     "RATELIMIT_PENALTY_BOX_SIZE": 10_000,
+    # Load shedding (django_stability.shedding): admission before the view.
+    # "enforce" sheds, "shadow" only reports what it would shed, "off" does nothing.
+    "SHEDDING_MODE": "enforce",
+    # Requests one process runs at once; None leaves the in-flight limit off.
+    # Set it to the threads of a gthread worker, or a concurrency target under ASGI.
+    "SHEDDING_MAX_IN_FLIGHT": None,
+    # The share of the in-flight limit each priority class may fill.
+    "SHEDDING_CLASS_SHARES": {"critical": 1.0, "high": 0.9, "default": 0.75, "sheddable": 0.5},
+    "SHEDDING_DEFAULT_PRIORITY": "default",
+    # Once a class is shed, it is admitted again only below its share by this
+    # fraction of the limit, so that the decision does not flap.
+    "SHEDDING_HYSTERESIS": 0.1,
+    "SHEDDING_RETRY_AFTER": 2.0,
+    "SHEDDING_QUEUE_TIME_HEADER": "X-Request-Start",
+    "SHEDDING_QUEUE_TIME_TARGET": None,
+    "SHEDDING_ADAPTIVE": False,
+    "SHEDDING_ADAPTIVE_INITIAL_LIMIT": 20,
+    "SHEDDING_ADAPTIVE_MIN_LIMIT": 4,
+    "SHEDDING_ADAPTIVE_MAX_LIMIT": 200,
+    "SHEDDING_ADAPTIVE_TOLERANCE": 1.5,
+    "SHEDDING_ADAPTIVE_SMOOTHING": 0.2,
+    "SHEDDING_BROWNOUT_HOLD": 10.0,
+    "SHEDDING_LOG_INTERVAL": 10.0,
+    "SHEDDING_STALE_AFTER": 3600.0,
 }
 
 
@@ -143,6 +167,78 @@ class Settings:
     def RATELIMIT_PENALTY_BOX_SIZE(self) -> int:
         return int(self._get("RATELIMIT_PENALTY_BOX_SIZE"))
 
+    @property
+    def SHEDDING_MODE(self) -> str:
+        return str(self._get("SHEDDING_MODE"))
+
+    @property
+    def SHEDDING_MAX_IN_FLIGHT(self) -> int | None:
+        value = self._get("SHEDDING_MAX_IN_FLIGHT")
+        return None if value is None else int(value)
+
+    @property
+    def SHEDDING_CLASS_SHARES(self) -> Mapping[str, float]:
+        value: Mapping[str, float] = self._get("SHEDDING_CLASS_SHARES")
+        return value
+
+    @property
+    def SHEDDING_DEFAULT_PRIORITY(self) -> str:
+        return str(self._get("SHEDDING_DEFAULT_PRIORITY"))
+
+    @property
+    def SHEDDING_HYSTERESIS(self) -> float:
+        return float(self._get("SHEDDING_HYSTERESIS"))
+
+    @property
+    def SHEDDING_RETRY_AFTER(self) -> float:
+        return float(self._get("SHEDDING_RETRY_AFTER"))
+
+    @property
+    def SHEDDING_QUEUE_TIME_HEADER(self) -> str | None:
+        value = self._get("SHEDDING_QUEUE_TIME_HEADER")
+        return None if value is None else str(value)
+
+    @property
+    def SHEDDING_QUEUE_TIME_TARGET(self) -> float | None:
+        value = self._get("SHEDDING_QUEUE_TIME_TARGET")
+        return None if value is None else float(value)
+
+    @property
+    def SHEDDING_ADAPTIVE(self) -> bool:
+        return bool(self._get("SHEDDING_ADAPTIVE"))
+
+    @property
+    def SHEDDING_ADAPTIVE_INITIAL_LIMIT(self) -> int:
+        return int(self._get("SHEDDING_ADAPTIVE_INITIAL_LIMIT"))
+
+    @property
+    def SHEDDING_ADAPTIVE_MIN_LIMIT(self) -> int:
+        return int(self._get("SHEDDING_ADAPTIVE_MIN_LIMIT"))
+
+    @property
+    def SHEDDING_ADAPTIVE_MAX_LIMIT(self) -> int:
+        return int(self._get("SHEDDING_ADAPTIVE_MAX_LIMIT"))
+
+    @property
+    def SHEDDING_ADAPTIVE_TOLERANCE(self) -> float:
+        return float(self._get("SHEDDING_ADAPTIVE_TOLERANCE"))
+
+    @property
+    def SHEDDING_ADAPTIVE_SMOOTHING(self) -> float:
+        return float(self._get("SHEDDING_ADAPTIVE_SMOOTHING"))
+
+    @property
+    def SHEDDING_BROWNOUT_HOLD(self) -> float:
+        return float(self._get("SHEDDING_BROWNOUT_HOLD"))
+
+    @property
+    def SHEDDING_LOG_INTERVAL(self) -> float:
+        return float(self._get("SHEDDING_LOG_INTERVAL"))
+
+    @property
+    def SHEDDING_STALE_AFTER(self) -> float:
+        return float(self._get("SHEDDING_STALE_AFTER"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -196,9 +292,30 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RATELIMIT_IPV4_PREFIX": (int,),
     "RATELIMIT_IPV6_PREFIX": (int,),
     "RATELIMIT_PENALTY_BOX_SIZE": (int,),
+    "SHEDDING_MODE": (str,),
+    "SHEDDING_MAX_IN_FLIGHT": (int, type(None)),
+    "SHEDDING_CLASS_SHARES": (dict,),
+    "SHEDDING_DEFAULT_PRIORITY": (str,),
+    "SHEDDING_HYSTERESIS": (int, float),
+    "SHEDDING_RETRY_AFTER": (int, float),
+    "SHEDDING_QUEUE_TIME_HEADER": (str, type(None)),
+    "SHEDDING_QUEUE_TIME_TARGET": (int, float, type(None)),
+    "SHEDDING_ADAPTIVE": (bool,),
+    "SHEDDING_ADAPTIVE_INITIAL_LIMIT": (int,),
+    "SHEDDING_ADAPTIVE_MIN_LIMIT": (int,),
+    "SHEDDING_ADAPTIVE_MAX_LIMIT": (int,),
+    "SHEDDING_ADAPTIVE_TOLERANCE": (int, float),
+    "SHEDDING_ADAPTIVE_SMOOTHING": (int, float),
+    "SHEDDING_BROWNOUT_HOLD": (int, float),
+    "SHEDDING_LOG_INTERVAL": (int, float),
+    "SHEDDING_STALE_AFTER": (int, float),
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {"STORE": ("auto", "redis", "local")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "STORE": ("auto", "redis", "local"),
+    "SHEDDING_MODE": ("enforce", "shadow", "off"),
+    "SHEDDING_DEFAULT_PRIORITY": ("critical", "high", "default", "sheddable"),
+}
 
 _POSITIVE = {
     "STORE_SOCKET_TIMEOUT",
@@ -210,6 +327,14 @@ _POSITIVE = {
     "RATELIMIT_IPV4_PREFIX",
     "RATELIMIT_IPV6_PREFIX",
     "RATELIMIT_PENALTY_BOX_SIZE",
+    "SHEDDING_RETRY_AFTER",
+    "SHEDDING_ADAPTIVE_INITIAL_LIMIT",
+    "SHEDDING_ADAPTIVE_MIN_LIMIT",
+    "SHEDDING_ADAPTIVE_MAX_LIMIT",
+    "SHEDDING_ADAPTIVE_TOLERANCE",
+    "SHEDDING_BROWNOUT_HOLD",
+    "SHEDDING_LOG_INTERVAL",
+    "SHEDDING_STALE_AFTER",
 }
 
 

@@ -40,10 +40,18 @@ class Gate(Protocol):
 
 
 def default_gates() -> Sequence[Gate]:
-    """The gates of the middleware, in the order they decide."""
-    from .ratelimit import RateLimitGate
+    """The gates of the middleware, in the order they decide.
 
-    return (RateLimitGate(),)
+    Admission comes first: it does no I/O and refuses before anything else is
+    spent on a request the process cannot take. Rate limits (one store round
+    trip for all of them) come next, and cluster-wide concurrency limits (a
+    lease that must be given back) last, after the cheaper refusals.
+    """
+    from .concurrency import ConcurrencyGate
+    from .ratelimit import RateLimitGate
+    from .shedding import AdmissionGate
+
+    return (AdmissionGate(), RateLimitGate(), ConcurrencyGate())
 
 
 def _never(request: HttpRequest) -> bool:

@@ -68,6 +68,10 @@ def refusal(
     if error.retry_after_header is not None:
         response["Retry-After"] = error.retry_after_header
     response["Cache-Control"] = "no-store"
+    # Django logs every 4xx/5xx response on django.request (an error per 503,
+    # a Sentry event each in many set-ups): a storm of refusals would become a
+    # storm of log lines. Refusals are logged by their part, rate-limited.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     for name, value in {**error.headers, **(headers or {})}.items():
         response[name] = value
     return response

@@ -23,3 +23,13 @@ policies_reloaded = Signal()
 #: ``retry_after`` the seconds to wait, ``degraded`` True when decided without
 #: the shared store.
 rate_limited = Signal()
+
+#: A request was refused (or, in shadow mode, would have been) to shed load:
+#: ``request``; ``reason`` is "capacity" (the process's in-flight limit),
+#: "queue_time" (it waited upstream too long), "concurrency" (a cluster-wide
+#: limit), "waiting_room" (the visitor waits in line) or "store_unavailable"
+#: (a limit that fails closed could not reach the store); ``priority`` and
+#: ``policy`` (or None); ``retry_after`` in seconds; ``shadow`` is True when
+#: the request was admitted all the same. Further keyword arguments carry the
+#: facts of the decision (``in_flight``, ``limit``, ``waited``, ``place``...).
+request_shed = Signal()

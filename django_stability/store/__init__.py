@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from ..conf import settings, settings_reset
-from .base import LeaseResult, Limit, LimitResult, RateDecision, Store
+from .base import LeaseResult, Limit, LimitResult, QueueResult, RateDecision, Store
 from .failsafe import FailsafeStore, StoreBreaker
 from .local import LocalStore
 from .redis import RedisStore, client_from_url, client_like
@@ -29,6 +29,7 @@ __all__ = [
     "Limit",
     "LimitResult",
     "LocalStore",
+    "QueueResult",
     "RateDecision",
     "RedisStore",
     "Store",

@@ -89,3 +89,41 @@ def acquire(
         holders[holder] = now + ttl
     others = [expiry for name, expiry in holders.items() if name != holder]
     return granted, max(0.0, min(others) - now) if others else 0.0
+
+
+def wait_in_line(
+    active: dict[str, float],
+    line: dict[str, tuple[float, float]],
+    ticket: str,
+    limit: int,
+    active_ttl: float,
+    queue_ttl: float,
+    now: float,
+) -> tuple[bool, int]:
+    """A visitor's turn in a waiting room of ``limit`` places (both mappings changed in place).
+
+    ``active`` maps admitted tickets to when their place frees (a lease set);
+    ``line`` maps waiting tickets to (arrival, deadline): a visitor who does not
+    come back before the deadline loses the place. Visitors are admitted in
+    arrival order (ties by ticket), only as places free. An unknown ticket
+    joins at the back. An empty ticket only prunes. Returns whether the ticket
+    is admitted and its place in line (1-based; 0 when admitted or only looking).
+    """
+    for name in [name for name, expiry in active.items() if expiry <= now]:
+        del active[name]
+    for name in [name for name, (_, deadline) in line.items() if deadline <= now]:
+        del line[name]
+    if not ticket:
+        return False, 0
+    if ticket in active:
+        active[ticket] = now + active_ttl
+        return True, 0
+    arrival = line[ticket][0] if ticket in line else now
+    mine = (arrival, ticket)
+    rank = sum(1 for name, (at, _) in line.items() if (at, name) < mine)
+    if rank < limit - len(active):
+        line.pop(ticket, None)
+        active[ticket] = now + active_ttl
+        return True, 0
+    line[ticket] = (arrival, now + queue_ttl)
+    return False, rank + 1

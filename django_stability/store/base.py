@@ -83,6 +83,21 @@ class LeaseResult:
     degraded: bool = False
 
 
+@dataclass(frozen=True)
+class QueueResult:
+    """A visitor's turn in a waiting room.
+
+    ``place`` is the 1-based place in line (0 when admitted); ``active`` and
+    ``waiting`` count the admitted visitors and those in line after this call.
+    """
+
+    admitted: bool
+    place: int
+    active: int
+    waiting: int
+    degraded: bool = False
+
+
 class Store(abc.ABC):
     """Shared state: rate counters, leases, and small values, each with a TTL.
 
@@ -122,6 +137,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def count_leases(self, key: str) -> int:
         """How many unexpired leases ``key`` has now."""
+
+    @abc.abstractmethod
+    def wait_in_line(
+        self, key: str, ticket: str, limit: int, active_ttl: float, queue_ttl: float
+    ) -> QueueResult:
+        """Admit ``ticket`` to one of ``limit`` places under ``key``, in arrival order.
+
+        An admitted ticket holds its place (a lease under ``key``, so
+        ``count_leases`` and ``release_lease`` apply) for ``active_ttl`` seconds
+        after its last call; a waiting one keeps its place in line for
+        ``queue_ttl`` seconds after its last call. An empty ticket only looks.
+        """
 
     @abc.abstractmethod
     def get(self, key: str) -> str | None:

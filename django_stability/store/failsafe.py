@@ -19,7 +19,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from .. import signals
-from .base import LeaseResult, Limit, RateDecision, Store
+from .base import LeaseResult, Limit, QueueResult, RateDecision, Store
 
 logger = logging.getLogger("django_stability.store")
 
@@ -176,6 +176,16 @@ class FailsafeStore(Store):
 
     def count_leases(self, key: str) -> int:
         return self._run(lambda s: s.count_leases(key))
+
+    def wait_in_line(
+        self, key: str, ticket: str, limit: int, active_ttl: float, queue_ttl: float
+    ) -> QueueResult:
+        return self._run(
+            lambda s: s.wait_in_line(key, ticket, limit, active_ttl, queue_ttl),
+            lambda s: dataclasses.replace(
+                s.wait_in_line(key, ticket, limit, active_ttl, queue_ttl), degraded=True
+            ),
+        )
 
     def get(self, key: str) -> str | None:
         return self._run(lambda s: s.get(key))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import algorithms
-from .base import LeaseResult, Limit, RateDecision, Store
+from .base import LeaseResult, Limit, QueueResult, RateDecision, Store
 
 
 class LocalStore(Store):
@@ -140,6 +140,27 @@ class LocalStore(Store):
             now = self.clock()
             holders: dict[str, float] | None = self._read(key, now)
             return sum(1 for expiry in (holders or {}).values() if expiry > now)
+
+    def wait_in_line(
+        self, key: str, ticket: str, limit: int, active_ttl: float, queue_ttl: float
+    ) -> QueueResult:
+        line_key = f"{key}:line"
+        with self._lock:
+            now = self.clock()
+            active: dict[str, float] = self._read(key, now) or {}
+            line: dict[str, tuple[float, float]] = self._read(line_key, now) or {}
+            admitted, place = algorithms.wait_in_line(
+                active, line, ticket, limit, active_ttl, queue_ttl, now
+            )
+            for name, value, expires_at in (
+                (key, active, max(active.values(), default=now)),
+                (line_key, line, max((d for _, d in line.values()), default=now)),
+            ):
+                if value:
+                    self._write(name, value, expires_at)
+                else:
+                    self._data.pop(name, None)
+            return QueueResult(admitted, place, len(active), len(line))
 
     def get(self, key: str) -> str | None:
         with self._lock:

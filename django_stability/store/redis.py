@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .base import LeaseResult, Limit, LimitResult, RateDecision, Store
+from .base import LeaseResult, Limit, LimitResult, QueueResult, RateDecision, Store
 
 _US = 1_000_000.0
 
@@ -100,6 +100,7 @@ class RedisStore(Store):
                 "lease_count",
                 "compare_and_set",
                 "incr",
+                "waiting_room",
             )
         }
 
@@ -191,6 +192,18 @@ class RedisStore(Store):
 
     def count_leases(self, key: str) -> int:
         return int(self._scripts["lease_count"](keys=[self.key(key)]))
+
+    def wait_in_line(
+        self, key: str, ticket: str, limit: int, active_ttl: float, queue_ttl: float
+    ) -> QueueResult:
+        # The admitted set is the lease set of ``key``; the line lives beside it
+        # under the same hash tag, so one script on one shard sees all three.
+        active = self.key(key)
+        admitted, place, count, waiting = self._scripts["waiting_room"](
+            keys=[active, f"{active}:line", f"{active}:deadlines"],
+            args=[ticket, limit, math.ceil(active_ttl * _US), math.ceil(queue_ttl * _US)],
+        )
+        return QueueResult(bool(admitted), int(place), int(count), int(waiting))
 
     def get(self, key: str) -> str | None:
         value = self.client.get(self.key(key))
