@@ -391,8 +391,6 @@ def check_shedding_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
 
     try:
         shares = settings.SHEDDING_CLASS_SHARES
-        limit = settings.SHEDDING_MAX_IN_FLIGHT
-        target = settings.SHEDDING_QUEUE_TIME_TARGET
         hysteresis = settings.SHEDDING_HYSTERESIS
         low = settings.SHEDDING_ADAPTIVE_MIN_LIMIT
         high = settings.SHEDDING_ADAPTIVE_MAX_LIMIT
@@ -414,10 +412,6 @@ def check_shedding_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
             "SHEDDING_CLASS_SHARES must not give a lower class a larger share than a higher "
             f"one (critical >= high >= default >= sheddable), not {dict(shares)!r}"
         )
-    if limit is not None and limit < 1:
-        problems.append(f"SHEDDING_MAX_IN_FLIGHT must be at least 1 or None, not {limit!r}")
-    if target is not None and target <= 0:
-        problems.append(f"SHEDDING_QUEUE_TIME_TARGET must be above 0 or None, not {target!r}")
     if not 0 <= hysteresis < 0.5:
         problems.append(f"SHEDDING_HYSTERESIS must be from 0 to under 0.5, not {hysteresis!r}")
     if low > high:

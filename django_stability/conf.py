@@ -327,6 +327,8 @@ _POSITIVE = {
     "RATELIMIT_IPV4_PREFIX",
     "RATELIMIT_IPV6_PREFIX",
     "RATELIMIT_PENALTY_BOX_SIZE",
+    "SHEDDING_MAX_IN_FLIGHT",
+    "SHEDDING_QUEUE_TIME_TARGET",
     "SHEDDING_RETRY_AFTER",
     "SHEDDING_ADAPTIVE_INITIAL_LIMIT",
     "SHEDDING_ADAPTIVE_MIN_LIMIT",
@@ -368,7 +370,7 @@ def merge(user: Any) -> dict[str, Any]:
                 f"settings.STABILITY[{key!r}] must be one of "
                 f"{', '.join(map(repr, _CHOICES[key]))}, not {value!r}."
             )
-        if key in _POSITIVE and value <= 0:
+        if key in _POSITIVE and value is not None and value <= 0:
             raise ImproperlyConfigured(
                 f"settings.STABILITY[{key!r}] must be greater than 0, not {value!r}."
             )

@@ -11,11 +11,14 @@ prefixes where they do the job.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.urls import Resolver404, resolve
 
@@ -102,14 +105,30 @@ class RouteFields:
 
 
 def url_name(request: HttpRequest) -> str | None:
-    """The request's URL name ('namespace:name' when namespaced), resolving it if need be."""
+    """The request's URL name ('namespace:name' when namespaced), resolving it if need be.
+
+    The middleware runs before Django resolves the URL, so it resolves the path
+    itself; the answers are kept in a bounded cache per URLconf and path.
+    """
     match = getattr(request, "resolver_match", None)
-    if match is None:
-        try:
-            match = resolve(request.path_info)
-        except Resolver404:
-            return None
+    if match is not None:
+        return match.view_name if match.url_name else None
+    return _view_name(getattr(request, "urlconf", None), request.path_info)
+
+
+@functools.lru_cache(maxsize=4096)
+def _view_name(urlconf: str | None, path: str) -> str | None:
+    try:
+        match = resolve(path, urlconf)
+    except Resolver404:
+        return None
     return match.view_name if match.url_name else None
+
+
+@receiver(setting_changed)
+def _forget_names(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ROOT_URLCONF":
+        _view_name.cache_clear()
 
 
 class RouteIndex(Generic[T]):

@@ -46,3 +46,12 @@ def test_wrong_values_are_refused_with_the_expected_type(
 def test_not_a_dict() -> None:
     with pytest.raises(ImproperlyConfigured, match="must be a dict"):
         merge(["STORE"])
+
+
+def test_positive_keys_that_allow_none_accept_none_and_refuse_zero() -> None:
+    assert merge({"SHEDDING_MAX_IN_FLIGHT": None})["SHEDDING_MAX_IN_FLIGHT"] is None
+    assert merge({"SHEDDING_QUEUE_TIME_TARGET": None})["SHEDDING_QUEUE_TIME_TARGET"] is None
+    with pytest.raises(ImproperlyConfigured, match="greater than 0"):
+        merge({"SHEDDING_MAX_IN_FLIGHT": 0})
+    with pytest.raises(ImproperlyConfigured, match="greater than 0"):
+        merge({"SHEDDING_QUEUE_TIME_TARGET": -1})

@@ -69,3 +69,15 @@ def test_bad_route_fields_are_refused(field: str, value: str, words: str) -> Non
 
 def test_methods_are_upper_cased() -> None:
     assert Routed.build("x", {"methods": "get\npost"}).methods == ("GET", "POST")
+
+
+def test_url_names_are_resolved_once_per_path(rf: Any, settings: Any) -> None:
+    from django_stability.routing import _view_name
+
+    idx = index(Routed(name="by-name", url_names=("hello",)))
+    _view_name.cache_clear()
+    for _ in range(5):
+        assert idx.match(rf.get("/hello/")) == ["by-name"]
+    assert _view_name.cache_info().misses == 1
+    settings.ROOT_URLCONF = "tests.checks_urls"
+    assert _view_name.cache_info().currsize == 0

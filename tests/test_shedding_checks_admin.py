@@ -42,8 +42,6 @@ def ids(messages: list[Any]) -> list[str]:
             {"SHEDDING_CLASS_SHARES": {"critical": 1, "high": 1, "default": 1.5, "sheddable": 1}},
             True,
         ),
-        ({"SHEDDING_MAX_IN_FLIGHT": 0}, True),
-        ({"SHEDDING_QUEUE_TIME_TARGET": -1}, True),
         ({"SHEDDING_HYSTERESIS": 0.7}, True),
         ({"SHEDDING_ADAPTIVE_MIN_LIMIT": 50, "SHEDDING_ADAPTIVE_MAX_LIMIT": 10}, True),
         ({"SHEDDING_MAX_IN_FLIGHT": 8, "SHEDDING_QUEUE_TIME_TARGET": 2.5}, False),
