@@ -7,13 +7,22 @@ The public face of the package. Names are added here as the parts land:
 
 from __future__ import annotations
 
-from .exceptions import Overloaded, RateLimited, StabilityError, StoreUnavailable
+from .cache.decorators import cached
+from .exceptions import (
+    CacheWaitTimeout,
+    Overloaded,
+    RateLimited,
+    StabilityError,
+    StoreUnavailable,
+)
 
 __all__ = [
+    "CacheWaitTimeout",
     "Overloaded",
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "cached",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -38,6 +38,17 @@ DEFAULTS: dict[str, Any] = {
     # What a protection does when the shared store cannot be reached and a
     # policy does not say: True admits (fail open), False refuses.
     "FAIL_OPEN": True,
+    # The stampede-protected cache: the cache @cached uses unless told, the
+    # timeouts a protected Redis cache gets when its OPTIONS set none, its own
+    # breaker, its per-process fallback, its background refreshes and counters.
+    "CACHE_ALIAS": "default",
+    "CACHE_SOCKET_TIMEOUT": 0.25,
+    "CACHE_CONNECT_TIMEOUT": 0.25,
+    "CACHE_BREAKER_THRESHOLD": 3,
+    "CACHE_BREAKER_COOLDOWN": 5.0,
+    "CACHE_LOCAL_MAX_KEYS": 10_000,
+    "CACHE_REFRESH_THREADS": 4,
+    "CACHE_COUNTERS_FLUSH": 10.0,
 }
 
 
@@ -109,6 +120,38 @@ class Settings:
     def FAIL_OPEN(self) -> bool:
         return bool(self._get("FAIL_OPEN"))
 
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return str(self._get("CACHE_ALIAS"))
+
+    @property
+    def CACHE_SOCKET_TIMEOUT(self) -> float:
+        return float(self._get("CACHE_SOCKET_TIMEOUT"))
+
+    @property
+    def CACHE_CONNECT_TIMEOUT(self) -> float:
+        return float(self._get("CACHE_CONNECT_TIMEOUT"))
+
+    @property
+    def CACHE_BREAKER_THRESHOLD(self) -> int:
+        return int(self._get("CACHE_BREAKER_THRESHOLD"))
+
+    @property
+    def CACHE_BREAKER_COOLDOWN(self) -> float:
+        return float(self._get("CACHE_BREAKER_COOLDOWN"))
+
+    @property
+    def CACHE_LOCAL_MAX_KEYS(self) -> int:
+        return int(self._get("CACHE_LOCAL_MAX_KEYS"))
+
+    @property
+    def CACHE_REFRESH_THREADS(self) -> int:
+        return int(self._get("CACHE_REFRESH_THREADS"))
+
+    @property
+    def CACHE_COUNTERS_FLUSH(self) -> float:
+        return float(self._get("CACHE_COUNTERS_FLUSH"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -147,6 +190,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "POLICIES": (dict,),
     "POLICY_REFRESH": (int, float),
     "FAIL_OPEN": (bool,),
+    "CACHE_ALIAS": (str,),
+    "CACHE_SOCKET_TIMEOUT": (int, float),
+    "CACHE_CONNECT_TIMEOUT": (int, float),
+    "CACHE_BREAKER_THRESHOLD": (int,),
+    "CACHE_BREAKER_COOLDOWN": (int, float),
+    "CACHE_LOCAL_MAX_KEYS": (int,),
+    "CACHE_REFRESH_THREADS": (int,),
+    "CACHE_COUNTERS_FLUSH": (int, float),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"STORE": ("auto", "redis", "local")}
@@ -158,6 +209,13 @@ _POSITIVE = {
     "STORE_BREAKER_COOLDOWN",
     "LOCAL_STORE_MAX_KEYS",
     "POLICY_REFRESH",
+    "CACHE_SOCKET_TIMEOUT",
+    "CACHE_CONNECT_TIMEOUT",
+    "CACHE_BREAKER_THRESHOLD",
+    "CACHE_BREAKER_COOLDOWN",
+    "CACHE_LOCAL_MAX_KEYS",
+    "CACHE_REFRESH_THREADS",
+    "CACHE_COUNTERS_FLUSH",
 }
 
 

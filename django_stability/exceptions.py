@@ -77,3 +77,13 @@ class StoreUnavailable(StabilityError):
     """The shared-state store could not be reached and the policy fails closed."""
 
     default_message = "A protection could not reach its shared state and refuses to guess."
+
+
+class CacheWaitTimeout(StabilityError):
+    """A caller waited the policy's ``wait`` for another's compute and no value came (HTTP 503).
+
+    Raised only when the cache policy says ``on_wait_timeout = "raise"``; a
+    caller that raises this has not computed anything.
+    """
+
+    default_message = "A value this page needs is being computed; try again shortly."

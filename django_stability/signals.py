@@ -17,3 +17,8 @@ store_state_changed = Signal()
 #: A process loaded a new policy snapshot: ``generation`` is the shared
 #: generation it answers to, ``count`` the number of admin rows loaded.
 policies_reloaded = Signal()
+
+#: A protected cache's own breaker changed state: ``cache`` is its alias or
+#: location, ``state`` and ``previous`` are "closed", "open" or "half_open",
+#: ``error`` is the exception that tripped it, or None.
+cache_state_changed = Signal()
