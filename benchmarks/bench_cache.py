@@ -266,6 +266,19 @@ def main() -> None:
                             f"  {library}",
                             f"computes {computes:3d}  p50 {_fmt(p50)}  p99 {_fmt(p99)}{extra}",
                         )
+    from django.core.cache import caches
+
+    from benchmarks.harness import median_seconds
+
+    ours, plain = caches["protected"], caches["default"]
+    ours.get_or_set("bench:hit", "v", 600, policy="bench")
+    plain.get_or_set("bench:hit", "v", 600)
+    hit_ours = median_seconds(lambda: ours.get_or_set("bench:hit", "v", 600, policy="bench"))
+    hit_plain = median_seconds(lambda: plain.get_or_set("bench:hit", "v", 600))
+    line(
+        "fresh hit: get_or_set, django-stability vs django-redis",
+        f"{hit_ours * 1e6:6.1f} us vs {hit_plain * 1e6:6.1f} us = {hit_ours / hit_plain:4.2f}x",
+    )
     print("  recovery after the lock holder is killed (SIGKILL) mid-compute, no value:")
     for library in LIBRARIES:
         line(f"  {library}", recovery(library))

@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from django_stability import cached
+
 
 def _redis() -> redis.Redis:
     from django.conf import settings
@@ -78,3 +80,10 @@ def holder(key: str) -> None:
         return "never"
 
     caches["protected"].get_or_set(key, compute, 60)
+
+
+@cached("celery-refreshed", ttl=60, refresh="celery", jitter=0.0)
+def celery_refreshed(item: int) -> str:
+    """Refreshed by the Celery task in a worker; records the worker's pid."""
+    _redis().set(f"celery-refreshed:{item}:pid", os.getpid(), ex=60)
+    return f"refreshed {item} in {os.getpid()}"

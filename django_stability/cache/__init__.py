@@ -17,6 +17,8 @@ the counters. The modules behind them:
 
 from __future__ import annotations
 
+# Imported with the app so that a Celery worker knows the refresh task.
+from . import tasks  # noqa: F401
 from .backends import (
     StampedeProtectedDjangoRedisCache,
     StampedeProtectedLocMemCache,

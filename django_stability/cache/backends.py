@@ -13,6 +13,7 @@ with a lock made of the backend's atomic ``add`` and the limits listed in
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import threading
@@ -48,6 +49,7 @@ _homes_lock = threading.Lock()
 # Bumped by reset_homes(), so that backend instances (one per thread, kept by
 # Django) build their protector again on the new homes.
 _generation = [0]
+_aliases: dict[tuple[Any, ...], str | None] = {}
 
 
 def _shared(fingerprint: tuple[Any, ...], build: Callable[[], Any]) -> Any:
@@ -70,6 +72,7 @@ def reset_homes(*args: Any, **kwargs: Any) -> None:
             if hub is not None:
                 hub.stop()
         _homes.clear()
+        _aliases.clear()
         _generation[0] += 1
 
 
@@ -84,6 +87,13 @@ def _breaker() -> StoreBreaker:
 
 def _alias_of(backend: Any, location: Any) -> str | None:
     """The CACHES alias this backend was built from (for Celery refreshes), if one matches."""
+    key = (type(backend), repr(location), backend.key_prefix)
+    if key not in _aliases:
+        _aliases[key] = _find_alias(backend, location)
+    return _aliases[key]
+
+
+def _find_alias(backend: Any, location: Any) -> str | None:
     for alias, config in settings.CACHES.items():
         try:
             cls = import_string(str(config.get("BACKEND", "")))
@@ -127,6 +137,7 @@ class ProtectedConnectionFactory(ConnectionFactory):  # type: ignore[misc]
         return super().get_connection_pool(params)
 
 
+@functools.cache
 def _envelope_aware(client_cls: type) -> type:
     """The django-redis client class, reading protected values as their plain value."""
 

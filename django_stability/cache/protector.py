@@ -157,8 +157,13 @@ class Protector:
         self, compute: Callable[[], Any], task: TaskRef | None
     ) -> Callable[[Plan, Reading], bool]:
         def hand_over(plan: Plan, reading: Reading) -> bool:
-            if plan.policy.refresh == "celery" and task is not None and self.alias is not None:
-                return self._send_task(self.alias, plan, reading, task)
+            if (
+                plan.policy.refresh == "celery"
+                and task is not None
+                and self.alias is not None
+                and self._send_task(self.alias, plan, reading, task)
+            ):
+                return True
             session = self.home.session()
             call = Call(plan, session, as_sync(compute))
             return maintenance.submit(lambda: run_sync(refresh_in_background(plan, reading), call))
@@ -169,17 +174,22 @@ class Protector:
         from .tasks import refresh
 
         try:
-            refresh.delay(
-                alias,
-                plan.keys.key,
-                plan.keys.version,
-                plan.policy.name,
-                plan.token,
-                reading.now,
-                plan.ttl,
-                task.function,
-                list(task.args),
-                task.kwargs,
+            # No publish retries: the broker is an integration point too, and this
+            # runs in the request; when it fails, the refresh runs in a thread.
+            refresh.apply_async(
+                args=(
+                    alias,
+                    plan.keys.key,
+                    plan.keys.version,
+                    plan.policy.name,
+                    plan.token,
+                    reading.now,
+                    plan.ttl,
+                    task.function,
+                    list(task.args),
+                    task.kwargs,
+                ),
+                retry=False,
             )
         except Exception:  # the broker is an integration point too
             logger.exception("could not send the cache refresh task; refreshing in a thread")
@@ -220,6 +230,7 @@ class Protector:
         gets ``MISS`` and the others wait for its set(), up to the policy's wait.
         """
         plan = self.plan(key, version, DEFAULT_TIMEOUT, spec, GET)
+        maintenance.started()
         call = Call(plan, self.home.session(), None)
         result = run_sync(protect(plan), call)
         if result is MISS and call.holding:
