@@ -134,3 +134,21 @@ def test_bounded_and_waking() -> None:
     assert watcher.wait(0)
     watcher.close()
     assert len(h.watchers) == 0
+
+
+def test_add_sees_an_expired_value_as_absent_and_zero_timeouts_drop() -> None:
+    clock = Clock()
+    h = home(clock)
+    assert h.land(
+        KEYS, token=None, value=1, soft=1, hard=9, compute_time=0, started=None, only_if_absent=True
+    )
+    assert not h.land(
+        KEYS, token=None, value=2, soft=1, hard=9, compute_time=0, started=None, only_if_absent=True
+    )
+    clock.now += 2
+    assert h.land(
+        KEYS, token=None, value=3, soft=1, hard=9, compute_time=0, started=None, only_if_absent=True
+    )
+    assert read(h).value == 3
+    assert h.land(KEYS, token=None, value=4, soft=0, hard=0, compute_time=0, started=None)
+    assert read(h).state == ABSENT

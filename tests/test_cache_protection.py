@@ -408,3 +408,16 @@ async def test_async_cached(key: str) -> None:
 
     assert await asyncio.gather(price(1), price(1), price(2)) == [10, 10, 20]
     assert sorted(calls) == [1, 2]
+
+
+def test_add_and_zero_timeouts_on_policy_keys_answer_as_django_redis(cache: Any, key: str) -> None:
+    registry.register(CacheSpec(name="named", key_prefixes=(f"{key}:",), jitter=0))
+    item = f"{key}:1"
+    assert cache.add(item, "first", 0.2)
+    assert not cache.add(item, "second", 60)
+    time.sleep(0.25)  # expired (though kept for the grace period)
+    assert cache.add(item, "third", 60)  # an expired value does not block add()
+    assert cache.get(item) == "third"
+    assert cache.set(item, "gone", 0) is True  # django-redis: True when it deleted a value
+    assert cache.get(item) is None  # a timeout of 0 drops the value
+    assert cache.set(item, "gone", 0) is False

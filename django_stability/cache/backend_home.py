@@ -117,12 +117,17 @@ class BackendHome(Home):
         now = self.clock()
         begun = now if started is None else started
         store = hard != 0
-        if store:
-            current = self.cache.raw_get(keys.key, _MISSING, keys.version)
-            if current is not _MISSING:
-                unpacked = unpack_tuple(current)
-                if only_if_absent or (unpacked is not None and unpacked[0].started > begun):
-                    store = False
+        dropped = False
+        current = self.cache.raw_get(keys.key, _MISSING, keys.version)
+        if current is not _MISSING:
+            unpacked = unpack_tuple(current)
+            newer = unpacked is not None and unpacked[0].started > begun
+            expired = unpacked is not None and 0 < unpacked[0].soft_expiry <= now
+            if newer or (only_if_absent and not expired):
+                store = False
+            elif hard == 0 and not only_if_absent:
+                self.cache.raw_delete(keys.key, keys.version)
+                dropped = True
         if store:
             envelope = pack_tuple(value, 0.0 if soft is None else now + soft, compute_time, begun)
             timeout = None if hard is None else _seconds(hard)
@@ -131,7 +136,7 @@ class BackendHome(Home):
         if token:
             self._release(keys, token)
         self.watchers.notify(keys.full)
-        return store
+        return store or dropped
 
     def _release(self, keys: Keys, token: str) -> None:
         if self.cache.raw_get(self.lock_key(keys), None, keys.version) == token:

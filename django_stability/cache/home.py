@@ -199,8 +199,9 @@ class Home(abc.ABC):
         """Store a computed value, unless one whose compute started later is there.
 
         ``soft``: seconds fresh (None: never stale); ``hard``: seconds kept
-        (None: no expiry; 0: not stored at all). Releases the lock if ``token``
-        holds it, and wakes the waiters. True when stored.
+        (None: no expiry; 0: not stored, and the current value dropped, as
+        django-redis's ``set()`` with a timeout of 0 does). Releases the lock if
+        ``token`` holds it, and wakes the waiters. True when stored (or dropped).
         """
 
     @abc.abstractmethod
@@ -326,8 +327,15 @@ class LocalHome(Home):
             begun = now if started is None else started
             current = self._value(keys.full, now)
             store = hard != 0
-            if current is not None and (only_if_absent or current[3] > begun):
-                store = False
+            dropped = False
+            if current is not None:
+                newer = current[3] > begun
+                expired = 0 < current[1] <= now
+                if newer or (only_if_absent and not expired):
+                    store = False
+                elif hard == 0 and not only_if_absent:
+                    del self._values[keys.full]
+                    dropped = True
             if store:
                 soft_expiry = 0.0 if soft is None else now + soft
                 hard_expiry = math.inf if hard is None else now + hard
@@ -339,7 +347,7 @@ class LocalHome(Home):
             if token and self._holder(keys.full, now) == token:
                 del self._locks[keys.full]
         self.watchers.notify(keys.full)
-        return store
+        return store or dropped
 
     def release(self, keys: Keys, *, token: str, backoff: Backoff | None) -> None:
         with self._lock:

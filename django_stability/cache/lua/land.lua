@@ -3,21 +3,27 @@
 -- described in django_stability/cache/envelope.py.
 -- KEYS: value, lock, backoff.
 -- ARGV: token ('' when computed without the lock), payload, soft_ms ('-1': never stale),
---       hard_ms ('-1': no expiry, '0': do not store), compute_us, started_us ('' for now),
+--       hard_ms ('-1': no expiry, '0': do not store, and drop the current value), compute_us, started_us ('' for now),
 --       channel, message, only_if_absent ('1'/'0').
--- Returns 1 when stored, 0 when not.
+-- Returns 1 when stored (or, with hard_ms '0', when a value was dropped), else 0.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local started = now
 if ARGV[6] ~= '' then started = tonumber(ARGV[6]) end
 local current = redis.call('GET', KEYS[1])
 local store = ARGV[4] ~= '0'
-if current then
-  if ARGV[9] == '1' then store = false end
-  local s = string.match(string.sub(current, 1, 64), '^\255DS1|%d+|%d+|(%d+)|')
-  if s and tonumber(s) > started then store = false end
-end
 local stored = 0
+if current then
+  local soft, s = string.match(string.sub(current, 1, 64), '^\255DS1|(%d+)|%d+|(%d+)|')
+  -- add(): a stale value counts as absent, as an expired key would.
+  local expired = soft and tonumber(soft) > 0 and tonumber(soft) <= now
+  if ARGV[9] == '1' and not expired then store = false end
+  if s and tonumber(s) > started then store = false end
+  -- A timeout of 0 keeps nothing, and drops what was there (as django-redis's set() does).
+  if ARGV[4] == '0' and ARGV[9] ~= '1' and not (s and tonumber(s) > started) then
+    stored = redis.call('DEL', KEYS[1])
+  end
+end
 if store then
   local soft_ms = tonumber(ARGV[3])
   local soft = 0
