@@ -107,7 +107,7 @@ def check_cache_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.
     warnings: list[checks.CheckMessage] = []
     for alias, config in settings.CACHES.items():
         timeouts = redis_cache_timeouts(config)
-        if timeouts is None:
+        if timeouts is None or _gets_cache_timeouts(config):
             continue
         missing = [
             label
@@ -126,6 +126,14 @@ def check_cache_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.
                 )
             )
     return warnings
+
+
+def _gets_cache_timeouts(config: Mapping[str, Any]) -> bool:
+    """A stampede-protected django-redis cache: it fills in CACHE_*_TIMEOUT itself (W040)."""
+    from .cache import StampedeProtectedRedisCache
+
+    backend = _cache_backend(config)
+    return backend is not None and issubclass(backend, StampedeProtectedRedisCache)
 
 
 def check_redis_py_version(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

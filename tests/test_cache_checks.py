@@ -97,3 +97,12 @@ def test_w042_mixin_on_a_per_process_backend() -> None:
         assert "LocMemCache" in messages[0].msg
     with override_settings(CACHES={"default": {"BACKEND": DJANGO, "LOCATION": "redis://x"}}):
         assert checks.check_mixin_backend_is_shared() == []
+
+
+def test_w001_is_silent_for_the_protected_cache_which_brings_its_own_timeouts() -> None:
+    with override_settings(CACHES=caches()):
+        assert checks.check_cache_timeouts() == []
+    # ... but not for the mixin on Django's RedisCache, which does not.
+    config = {"default": {"BACKEND": DJANGO, "LOCATION": "redis://x"}}
+    with override_settings(CACHES=config):
+        assert ids(checks.check_cache_timeouts()) == ["django_stability.W001"]

@@ -184,3 +184,11 @@ def test_a_protected_value_is_its_serialised_value_behind_a_short_header(shared_
     # The Redis TTL is the soft TTL plus the longest a stale value may be served
     # (default policy: grace 60 s, stale-if-error 300 s).
     assert 300 + 89 < shared_redis.ttl(full) <= 400
+
+
+def test_keys_that_are_not_strings() -> None:
+    from django_stability.cache import CacheSpec
+    from django_stability.policies import registry
+
+    registry.register(CacheSpec(name="prefixed", key_prefixes=("num",)))
+    same(lambda c, k: (c.set(42, "int key", 60), c.get(42), c.get_or_set(43, "x", 60)))

@@ -101,7 +101,7 @@ def test_absent_key_one_compute_everyone_gets_its_value(cache: Any, key: str) ->
 
 def test_stale_key_one_recompute_nobody_else_waits(cache: Any, key: str) -> None:
     with override_policy(policy(grace=60)):
-        compute = Compute(seconds=0.5)
+        compute = Compute(seconds=1.0)
         cache.get_or_set(key, lambda: "stale", 0.2)
         time.sleep(0.25)
         counters.reset()
@@ -116,9 +116,10 @@ def test_stale_key_one_recompute_nobody_else_waits(cache: Any, key: str) -> None
         results = in_threads(32, call)
     assert compute.calls == 1
     assert sorted(results) == ["stale"] * 31 + ["v1"]
-    # Everyone but the recomputing caller had its answer before the 0.5 s compute ended.
+    # Everyone but the recomputing caller had its answer before the 1 s compute ended
+    # (a generous bound: each needs one round trip, a few milliseconds in all).
     stale_done = [t for t, r in zip(done_at, results, strict=True) if r == "stale"]
-    assert max(stale_done) - started < 0.4
+    assert max(stale_done) - started < 0.8
     counts = counters.snapshot()["default"]
     assert (counts["stale"], counts["waits"], counts["recomputes"]) == (31, 0, 1)
 

@@ -134,14 +134,14 @@ def _prefix_index() -> tuple[dict[str, CacheSpec], tuple[int, ...]]:
     return by_prefix, lengths
 
 
-def policy_for_key(key: str) -> CacheSpec | None:
+def policy_for_key(key: Any) -> CacheSpec | None:
     """The policy one of whose key prefixes starts ``key`` (the longest wins), or None.
 
     Costs one dictionary look-up per distinct prefix length, whatever the
     number of policies.
     """
     by_prefix, lengths = registry.derived("cache:prefixes", _prefix_index)
-    if not lengths:
+    if not lengths or not isinstance(key, str):
         return None
     for length in lengths:
         spec = by_prefix.get(key[:length]) if len(key) >= length else None
@@ -153,7 +153,7 @@ def policy_for_key(key: str) -> CacheSpec | None:
 _DEFAULT = CacheSpec(name=DEFAULT_POLICY)
 
 
-def resolve(key: str, name: str | None = None) -> CacheSpec:
+def resolve(key: Any, name: str | None = None) -> CacheSpec:
     """The policy for ``key``: by ``name``, else by key prefix, else ``"default"``."""
     if name is not None:
         spec = registry.get(CacheSpec, name)
