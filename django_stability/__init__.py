@@ -11,19 +11,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import ClientDenied, Overloaded, RateLimited, StabilityError, StoreUnavailable
+from .exceptions import (
+    CacheWaitTimeout,
+    ClientDenied,
+    Overloaded,
+    RateLimited,
+    StabilityError,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from .brownout import feature_enabled
+    from .cache import cached
     from .concurrency import concurrency_limit, concurrency_slot
     from .ratelimit import policy_rate, rate_limit
 
 __all__ = [
+    "CacheWaitTimeout",
     "ClientDenied",
     "Overloaded",
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "cached",
     "concurrency_limit",
     "concurrency_slot",
     "feature_enabled",
@@ -38,6 +48,7 @@ _LAZY = {
     "feature_enabled": "brownout",
     "concurrency_limit": "concurrency",
     "concurrency_slot": "concurrency",
+    "cached": "cache",
 }
 
 

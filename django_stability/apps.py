@@ -12,6 +12,7 @@ PARTS = (
     "django_stability.shedding",
     "django_stability.concurrency",
     "django_stability.brownout",
+    "django_stability.cache",
 )
 
 

@@ -108,7 +108,7 @@ def check_cache_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.
     warnings: list[checks.CheckMessage] = []
     for alias, config in settings.CACHES.items():
         timeouts = redis_cache_timeouts(config)
-        if timeouts is None:
+        if timeouts is None or _gets_cache_timeouts(config):
             continue
         missing = [
             label
@@ -127,6 +127,14 @@ def check_cache_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.
                 )
             )
     return warnings
+
+
+def _gets_cache_timeouts(config: Mapping[str, Any]) -> bool:
+    """A stampede-protected django-redis cache: it fills in CACHE_*_TIMEOUT itself (W040)."""
+    from .cache import StampedeProtectedRedisCache
+
+    backend = _cache_backend(config)
+    return backend is not None and issubclass(backend, StampedeProtectedRedisCache)
 
 
 def check_redis_py_version(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -586,6 +594,188 @@ def check_concurrency_keys(app_configs: Any = None, **kwargs: Any) -> list[check
     ]
 
 
+# The stampede-protected cache: E040-E049, W040-W049 -------------------------------
+
+#: Socket timeouts above this leave protected calls waiting too long on a hung Redis.
+CACHE_TIMEOUT_LIMIT = 1.0
+
+
+def _cache_backend(config: Mapping[str, Any]) -> type | None:
+    from django.utils.module_loading import import_string
+
+    try:
+        backend: type = import_string(str(config.get("BACKEND", "")))
+    except ImportError:
+        return None
+    return backend
+
+
+def check_protected_cache_client(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E040: the protected Redis cache needs django-redis's DefaultClient (or SentinelClient)."""
+    from django.utils.module_loading import import_string
+    from django_redis.client import DefaultClient, HerdClient, ShardClient
+
+    from .cache import StampedeProtectedRedisCache
+
+    errors: list[checks.CheckMessage] = []
+    for alias, config in settings.CACHES.items():
+        backend = _cache_backend(config)
+        if backend is None or not issubclass(backend, StampedeProtectedRedisCache):
+            continue
+        path = (config.get("OPTIONS") or {}).get(
+            "CLIENT_CLASS", "django_redis.client.DefaultClient"
+        )
+        try:
+            client = import_string(str(path))
+        except ImportError:
+            continue  # Django reports the broken path itself
+        if not issubclass(client, DefaultClient) or issubclass(client, (ShardClient, HerdClient)):
+            errors.append(
+                checks.Error(
+                    f"The stampede-protected cache {alias!r} uses CLIENT_CLASS {path!r}: the "
+                    "protection keeps a value, its lock and its backoff on one Redis and stores "
+                    "its own envelope, which a sharded client splits and HerdClient wraps again.",
+                    hint="Use django_redis.client.DefaultClient or SentinelClient; for other "
+                    "clients protect the cache with StampedeProtectionMixin instead.",
+                    obj=f"CACHES[{alias!r}]",
+                    id="django_stability.E040",
+                )
+            )
+    return errors
+
+
+def check_cached_alias(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E041/W043: the cache @cached uses must exist, and had better be protected itself."""
+    from .cache import StampedeProtectedRedisCache, StampedeProtectionMixin
+
+    try:
+        alias = settings.CACHE_ALIAS
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    config = settings.CACHES.get(alias)
+    if config is None:
+        return [
+            checks.Error(
+                f"STABILITY['CACHE_ALIAS'] is {alias!r}, which is not in CACHES: @cached "
+                "functions without cache= fail on their first call.",
+                hint="Set CACHE_ALIAS to one of: "
+                f"{', '.join(sorted(settings.CACHES)) or '(none)'}.",
+                id="django_stability.E041",
+            )
+        ]
+    backend = _cache_backend(config)
+    if backend is None or issubclass(
+        backend, (StampedeProtectedRedisCache, StampedeProtectionMixin)
+    ):
+        return []
+    return [
+        checks.Warning(
+            f"@cached uses the cache {alias!r} ({config.get('BACKEND')}), which has no stampede "
+            "protection of its own: it is protected through its add(), and waiters in other "
+            "processes poll for the value instead of being woken.",
+            hint="Use django_stability.cache.StampedeProtectedRedisCache as its BACKEND, or "
+            "point STABILITY['CACHE_ALIAS'] at a protected cache.",
+            obj=f"CACHES[{alias!r}]",
+            id="django_stability.W043",
+        )
+    ]
+
+
+def check_protected_cache_timeouts(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W040/W041: a protected Redis cache with long socket timeouts, or with client retries."""
+    from .cache import StampedeProtectedRedisCache, StampedeProtectionMixin
+
+    messages: list[checks.CheckMessage] = []
+    for alias, config in settings.CACHES.items():
+        backend = _cache_backend(config)
+        if backend is None or not issubclass(
+            backend, (StampedeProtectedRedisCache, StampedeProtectionMixin)
+        ):
+            continue
+        options = config.get("OPTIONS") or {}
+        timeouts = redis_cache_timeouts(config)
+        if timeouts is not None:
+            long = [
+                f"{label} {value!r} s"
+                for label, value in zip(("connect", "read"), timeouts, strict=True)
+                if isinstance(value, (int, float)) and value > CACHE_TIMEOUT_LIMIT
+            ]
+            if long:
+                messages.append(
+                    checks.Warning(
+                        f"The stampede-protected cache {alias!r} has a long socket timeout "
+                        f"({', '.join(long)}): while Redis hangs, each protected call waits "
+                        "that long before it computes the value itself.",
+                        hint="Remove the timeouts from OPTIONS (the protection then uses "
+                        "STABILITY['CACHE_SOCKET_TIMEOUT'] and CACHE_CONNECT_TIMEOUT) or set "
+                        f"them to {CACHE_TIMEOUT_LIMIT:g} s or less.",
+                        obj=f"CACHES[{alias!r}]",
+                        id="django_stability.W040",
+                    )
+                )
+        retry_sources = [
+            options.get("CONNECTION_POOL_KWARGS") or {},
+            options.get("REDIS_CLIENT_KWARGS") or {},
+            options,
+        ]
+        retries = any(
+            source.get("retry_on_timeout")
+            or source.get("retry_on_error")
+            or getattr(source.get("retry"), "get_retries", lambda: 0)() > 0
+            for source in retry_sources
+        )
+        if retries:
+            messages.append(
+                checks.Warning(
+                    f"The stampede-protected cache {alias!r} retries failed Redis calls: each "
+                    "retry adds a socket timeout to every protected call while Redis hangs.",
+                    hint="Drop retry, retry_on_timeout and retry_on_error from the cache's "
+                    "OPTIONS; the protection falls back to the process after one failure.",
+                    obj=f"CACHES[{alias!r}]",
+                    id="django_stability.W041",
+                )
+            )
+    return messages
+
+
+def check_mixin_backend_is_shared(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W042: the mixin on a backend whose add() is per process or not atomic."""
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from .cache import StampedeProtectionMixin
+
+    messages: list[checks.CheckMessage] = []
+    for alias, config in settings.CACHES.items():
+        backend = _cache_backend(config)
+        if backend is None or not issubclass(backend, StampedeProtectionMixin):
+            continue
+        per_process = [
+            c for c in (LocMemCache, DummyCache, FileBasedCache) if issubclass(backend, c)
+        ]
+        if per_process:
+            messages.append(
+                checks.Warning(
+                    f"The stampede-protected cache {alias!r} is built on "
+                    f"{per_process[0].__name__}, whose add() is per process or not atomic: "
+                    "each process computes a missing value once, but several processes or "
+                    "servers each compute it.",
+                    hint="Build the protection on a shared cache (Redis, memcached), or accept "
+                    "one compute per process.",
+                    obj=f"CACHES[{alias!r}]",
+                    id="django_stability.W042",
+                )
+            )
+    return messages
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -603,6 +793,10 @@ ALL_CHECKS = (
     check_policies_can_match,
     check_classes_have_a_limit,
     check_concurrency_keys,
+    check_protected_cache_client,
+    check_cached_alias,
+    check_protected_cache_timeouts,
+    check_mixin_backend_is_shared,
 )
 
 

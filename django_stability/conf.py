@@ -72,6 +72,17 @@ DEFAULTS: dict[str, Any] = {
     "SHEDDING_BROWNOUT_HOLD": 10.0,
     "SHEDDING_LOG_INTERVAL": 10.0,
     "SHEDDING_STALE_AFTER": 3600.0,
+    # The stampede-protected cache: the cache @cached uses unless told, the
+    # timeouts a protected Redis cache gets when its OPTIONS set none, its own
+    # breaker, its per-process fallback, its background refreshes and counters.
+    "CACHE_ALIAS": "default",
+    "CACHE_SOCKET_TIMEOUT": 0.25,
+    "CACHE_CONNECT_TIMEOUT": 0.25,
+    "CACHE_BREAKER_THRESHOLD": 3,
+    "CACHE_BREAKER_COOLDOWN": 5.0,
+    "CACHE_LOCAL_MAX_KEYS": 10_000,
+    "CACHE_REFRESH_THREADS": 4,
+    "CACHE_COUNTERS_FLUSH": 10.0,
 }
 
 
@@ -239,6 +250,38 @@ class Settings:
     def SHEDDING_STALE_AFTER(self) -> float:
         return float(self._get("SHEDDING_STALE_AFTER"))
 
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return str(self._get("CACHE_ALIAS"))
+
+    @property
+    def CACHE_SOCKET_TIMEOUT(self) -> float:
+        return float(self._get("CACHE_SOCKET_TIMEOUT"))
+
+    @property
+    def CACHE_CONNECT_TIMEOUT(self) -> float:
+        return float(self._get("CACHE_CONNECT_TIMEOUT"))
+
+    @property
+    def CACHE_BREAKER_THRESHOLD(self) -> int:
+        return int(self._get("CACHE_BREAKER_THRESHOLD"))
+
+    @property
+    def CACHE_BREAKER_COOLDOWN(self) -> float:
+        return float(self._get("CACHE_BREAKER_COOLDOWN"))
+
+    @property
+    def CACHE_LOCAL_MAX_KEYS(self) -> int:
+        return int(self._get("CACHE_LOCAL_MAX_KEYS"))
+
+    @property
+    def CACHE_REFRESH_THREADS(self) -> int:
+        return int(self._get("CACHE_REFRESH_THREADS"))
+
+    @property
+    def CACHE_COUNTERS_FLUSH(self) -> float:
+        return float(self._get("CACHE_COUNTERS_FLUSH"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -309,6 +352,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "SHEDDING_BROWNOUT_HOLD": (int, float),
     "SHEDDING_LOG_INTERVAL": (int, float),
     "SHEDDING_STALE_AFTER": (int, float),
+    "CACHE_ALIAS": (str,),
+    "CACHE_SOCKET_TIMEOUT": (int, float),
+    "CACHE_CONNECT_TIMEOUT": (int, float),
+    "CACHE_BREAKER_THRESHOLD": (int,),
+    "CACHE_BREAKER_COOLDOWN": (int, float),
+    "CACHE_LOCAL_MAX_KEYS": (int,),
+    "CACHE_REFRESH_THREADS": (int,),
+    "CACHE_COUNTERS_FLUSH": (int, float),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -337,6 +388,13 @@ _POSITIVE = {
     "SHEDDING_BROWNOUT_HOLD",
     "SHEDDING_LOG_INTERVAL",
     "SHEDDING_STALE_AFTER",
+    "CACHE_SOCKET_TIMEOUT",
+    "CACHE_CONNECT_TIMEOUT",
+    "CACHE_BREAKER_THRESHOLD",
+    "CACHE_BREAKER_COOLDOWN",
+    "CACHE_LOCAL_MAX_KEYS",
+    "CACHE_REFRESH_THREADS",
+    "CACHE_COUNTERS_FLUSH",
 }
 
 

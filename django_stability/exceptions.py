@@ -98,3 +98,13 @@ class BodyTooLarge(StabilityError):
 
     status_code = 413
     default_message = "The request body is too large for this address."
+
+
+class CacheWaitTimeout(StabilityError):
+    """A caller waited the policy's ``wait`` for another's compute and no value came (HTTP 503).
+
+    Raised only when the cache policy says ``on_wait_timeout = "raise"``; a
+    caller that raises this has not computed anything.
+    """
+
+    default_message = "A value this page needs is being computed; try again shortly."

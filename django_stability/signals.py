@@ -33,3 +33,8 @@ rate_limited = Signal()
 #: the request was admitted all the same. Further keyword arguments carry the
 #: facts of the decision (``in_flight``, ``limit``, ``waited``, ``place``...).
 request_shed = Signal()
+
+#: A protected cache's own breaker changed state: ``cache`` is its alias or
+#: location, ``state`` and ``previous`` are "closed", "open" or "half_open",
+#: ``error`` is the exception that tripped it, or None.
+cache_state_changed = Signal()

@@ -10,6 +10,7 @@ REQUIRED_PREFIXES = {
     "templates": "django_stability/templates/django_stability/",
     "static files": "django_stability/static/django_stability/",
     "Lua scripts": "django_stability/store/lua/rate_limit.lua",
+    "cache Lua scripts": "django_stability/cache/lua/read.lua",
     "py.typed": "django_stability/py.typed",
 }
 

@@ -72,11 +72,31 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"stabtest:{RUN_ID}",
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-    }
+    },
+    # The stampede-protected cache on the same Redis (tests/test_cache_*.py); its
+    # timeouts are the protection's defaults (CACHE_SOCKET_TIMEOUT ...).
+    "protected": {
+        "BACKEND": "django_stability.cache.StampedeProtectedRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"stabtest:{RUN_ID}-protected",
+    },
+    # The same protection on other backends, through the mixin (tests/test_cache_mixin.py).
+    "protected-locmem": {
+        "BACKEND": "django_stability.cache.StampedeProtectedLocMemCache",
+        "LOCATION": "protected-locmem",
+    },
+    "protected-django-redis": {
+        "BACKEND": "django_stability.cache.StampedeProtectedDjangoRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"stabtest:{RUN_ID}-django",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
 }
 
 STABILITY = {
     "STORE_KEY_PREFIX": os.environ.get("STABILITY_TEST_PREFIX", f"stabtest:{RUN_ID}"),
+    # @cached uses the stampede-protected cache unless told otherwise.
+    "CACHE_ALIAS": "protected",
 }
 
 STATIC_URL = "/static/"
