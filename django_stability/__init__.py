@@ -7,13 +7,24 @@ The public face of the package. Names are added here as the parts land:
 
 from __future__ import annotations
 
-from .exceptions import Overloaded, RateLimited, StabilityError, StoreUnavailable
+from .exceptions import (
+    Overloaded,
+    QueueFull,
+    RateLimited,
+    StabilityError,
+    StoreUnavailable,
+    TooManyJobs,
+)
+from .jobs import background_job
 
 __all__ = [
     "Overloaded",
+    "QueueFull",
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "TooManyJobs",
+    "background_job",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -38,6 +38,15 @@ DEFAULTS: dict[str, Any] = {
     # What a protection does when the shared store cannot be reached and a
     # policy does not say: True admits (fail open), False refuses.
     "FAIL_OPEN": True,
+    # Background jobs: the Celery app (a dotted path; None means Celery's
+    # current app), where result files go, and how the queue is watched.
+    "JOBS_CELERY_APP": None,
+    "JOBS_STORAGE": "default",
+    "JOBS_UPLOAD_TO": "stability-jobs",
+    "JOBS_DEPTH_CACHE": 1.0,
+    "JOBS_PROBE_TIMEOUT": 0.5,
+    "JOBS_POLL_INTERVAL": 2,
+    "JOBS_LOST_GRACE": 60.0,
 }
 
 
@@ -109,6 +118,35 @@ class Settings:
     def FAIL_OPEN(self) -> bool:
         return bool(self._get("FAIL_OPEN"))
 
+    @property
+    def JOBS_CELERY_APP(self) -> str | None:
+        value = self._get("JOBS_CELERY_APP")
+        return None if value is None else str(value)
+
+    @property
+    def JOBS_STORAGE(self) -> str:
+        return str(self._get("JOBS_STORAGE"))
+
+    @property
+    def JOBS_UPLOAD_TO(self) -> str:
+        return str(self._get("JOBS_UPLOAD_TO"))
+
+    @property
+    def JOBS_DEPTH_CACHE(self) -> float:
+        return float(self._get("JOBS_DEPTH_CACHE"))
+
+    @property
+    def JOBS_PROBE_TIMEOUT(self) -> float:
+        return float(self._get("JOBS_PROBE_TIMEOUT"))
+
+    @property
+    def JOBS_POLL_INTERVAL(self) -> int:
+        return int(self._get("JOBS_POLL_INTERVAL"))
+
+    @property
+    def JOBS_LOST_GRACE(self) -> float:
+        return float(self._get("JOBS_LOST_GRACE"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -133,6 +171,10 @@ class Settings:
     def DEBUG(self) -> bool:
         return bool(getattr(django_settings, "DEBUG", False))
 
+    @property
+    def AUTH_USER_MODEL(self) -> str:
+        return str(getattr(django_settings, "AUTH_USER_MODEL", "auth.User"))
+
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "STORE": (str,),
@@ -147,6 +189,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "POLICIES": (dict,),
     "POLICY_REFRESH": (int, float),
     "FAIL_OPEN": (bool,),
+    "JOBS_CELERY_APP": (str, type(None)),
+    "JOBS_STORAGE": (str,),
+    "JOBS_UPLOAD_TO": (str,),
+    "JOBS_DEPTH_CACHE": (int, float),
+    "JOBS_PROBE_TIMEOUT": (int, float),
+    "JOBS_POLL_INTERVAL": (int,),
+    "JOBS_LOST_GRACE": (int, float),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"STORE": ("auto", "redis", "local")}
@@ -158,6 +207,10 @@ _POSITIVE = {
     "STORE_BREAKER_COOLDOWN",
     "LOCAL_STORE_MAX_KEYS",
     "POLICY_REFRESH",
+    "JOBS_DEPTH_CACHE",
+    "JOBS_PROBE_TIMEOUT",
+    "JOBS_POLL_INTERVAL",
+    "JOBS_LOST_GRACE",
 }
 
 

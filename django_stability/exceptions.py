@@ -77,3 +77,16 @@ class StoreUnavailable(StabilityError):
     """The shared-state store could not be reached and the policy fails closed."""
 
     default_message = "A protection could not reach its shared state and refuses to guess."
+
+
+class QueueFull(Overloaded):
+    """A job queue is deeper than its policy allows; nothing was enqueued (HTTP 503)."""
+
+    default_message = "Too much work is waiting in the queue; try again later."
+
+
+class TooManyJobs(StabilityError):
+    """The user already has as many jobs of this kind queued or running as allowed (HTTP 429)."""
+
+    status_code = 429
+    default_message = "You already have as many jobs of this kind running as allowed."
