@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -224,12 +225,7 @@ def test_unreachable_or_hung_broker_gets_503_fast_and_leaves_nothing(
                 assert time.monotonic() - started < 3
                 assert "cannot be reached" in error.value.message
         assert Job.objects.count() == 0
-        assert (
-            get_store().count_leases(
-                locks.lock_key(locks.dedup_key("test-unconsumed", user.pk, '{"n":1}'))
-            )
-            == 0
-        )
+        assert locks.lock_holder(locks.dedup_key("test-unconsumed", user.pk, '{"n":1}')) is None
         assert refusals == ["broker_unreachable", "broker_unreachable"]
     finally:
         signals.job_refused.disconnect(refused)
@@ -272,11 +268,56 @@ def test_in_a_transaction_the_job_is_sent_on_commit_and_a_rollback_frees_the_loc
         rolled = started[0]
         assert not Job.objects.filter(pk=rolled.id).exists()
         assert len(broker_messages(queue)) == 1
-        # The rolled-back job's lock is short-lived: it blocks the same work
-        # for at most UNCOMMITTED_LOCK_TTL, not for the job's whole lifetime.
-        result = store.acquire_lease(locks.lock_key(rolled.dedup_key), "probe", 1, 1)
-        assert not result.acquired
-        assert result.retry_after <= locks.UNCOMMITTED_LOCK_TTL
+        # The committed job's lock is its own, for the job's lifetime; the
+        # rolled-back job's lock is pending and short-lived: it blocks the
+        # same work for at most UNCOMMITTED_LOCK_TTL.
+        redis_store = store.primary  # type: ignore[attr-defined]
+        assert locks.lock_holder(job.dedup_key) == str(job.id)
+        assert redis_store.client.pttl(redis_store.key(locks.lock_key(job.dedup_key))) > 60_000
+        assert store.get(locks.lock_key(rolled.dedup_key)) == f"pending:{rolled.id}"
+        ttl = redis_store.client.pttl(redis_store.key(locks.lock_key(rolled.dedup_key)))
+        assert 0 < ttl <= locks.UNCOMMITTED_LOCK_TTL * 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_uncommitted_job_is_not_duplicated_by_a_concurrent_request(
+    queue: str, django_user_model: Any
+) -> None:
+    user = django_user_model.objects.create_user("frank")
+    outcome: list[Any] = []
+
+    def concurrent_request() -> None:
+        try:
+            outcome.append(jobs.unconsumed.submit(user, n=1))
+        except Overloaded as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    with override_policy(JobSpec(name="test-unconsumed", queue=queue)):
+        with transaction.atomic():
+            first = jobs.unconsumed.submit(user, n=1).job
+            other = threading.Thread(target=concurrent_request)
+            other.start()
+            other.join(10)
+        # The other request could not see the job yet, and did not start a
+        # second one: it was told to come back in a second.
+        assert isinstance(outcome[0], Overloaded) and outcome[0].retry_after == 1
+        assert Job.objects.filter(name="test-unconsumed").count() == 1
+        again = jobs.unconsumed.submit(user, n=1)
+        assert not again.created and again.job.id == first.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_whose_job_vanished_is_taken_over(queue: str, django_user_model: Any) -> None:
+    user = django_user_model.objects.create_user("gina")
+    with override_policy(JobSpec(name="test-unconsumed", queue=queue)):
+        first = jobs.unconsumed.submit(user, n=1).job
+        # The row disappears behind the ORM's back (a restored database).
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM django_stability_job WHERE id = %s", [first.id])
+        second = jobs.unconsumed.submit(user, n=1)
+        assert second.created and locks.lock_holder(second.job.dedup_key) == str(second.job.id)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -288,7 +329,7 @@ def test_a_stale_lock_of_an_ended_job_does_not_block_new_work(
         first = jobs.unconsumed.submit(user, n=1).job
         # The job ended but its lock was not given back (Redis was away then).
         Job.objects.filter(pk=first.pk).update(state=Job.SUCCEEDED)
-        assert get_store().count_leases(locks.lock_key(first.dedup_key)) == 1
+        assert locks.lock_holder(first.dedup_key) == str(first.id)
         second = jobs.unconsumed.submit(user, n=1)
         assert second.created and second.job.id != first.id
 
@@ -402,11 +443,11 @@ def test_cleanup_ends_runs_long_past_their_hard_limit(django_user_model: Any) ->
     lost = make_job(owner, Job.RUNNING, time_limit=60, started_at=now - timedelta(minutes=10))
     alive = make_job(owner, Job.RUNNING, time_limit=60, started_at=now - timedelta(seconds=30))
     unbounded = make_job(owner, Job.RUNNING, started_at=now - timedelta(days=1))
-    get_store().acquire_lease(locks.lock_key(lost.dedup_key), str(lost.id), 1, 600)
+    assert locks.take_lock(lost.dedup_key, str(lost.id), 600) is None
     assert cleanup_jobs(now=now).lost == 1
     lost.refresh_from_db()
     assert lost.state == Job.FAILED and "worker was lost" in lost.error
-    assert get_store().count_leases(locks.lock_key(lost.dedup_key)) == 0
+    assert locks.lock_holder(lost.dedup_key) is None
     assert Job.objects.get(pk=alive.pk).state == Job.RUNNING
     assert Job.objects.get(pk=unbounded.pk).state == Job.RUNNING
 

@@ -84,8 +84,8 @@ def open_gate(tag: str) -> None:
     get_store().set(f"gate:{tag}", "1", 120)
 
 
-def lock_held(job: Job) -> int:
-    return get_store().count_leases(locks.lock_key(job.dedup_key))
+def lock_held(job: Job) -> bool:
+    return locks.lock_holder(job.dedup_key) == str(job.id)
 
 
 def logged_in(user_model: Any, name: str) -> tuple[Any, Client]:
@@ -168,7 +168,7 @@ def test_post_then_poll_queued_running_succeeded_and_owner_only(
 
     # The dedup lock went with the job: the same request now starts a new job.
     job = Job.objects.get(pk=body["id"])
-    assert job.owner_id == alice.pk and lock_held(job) == 0
+    assert job.owner_id == alice.pk and not lock_held(job)
     fresh = as_alice.post("/jobs-test/report/", {"tag": tag})
     assert fresh.json()["created"] is True and fresh["Location"] != status_url
     open_gate(tag)
@@ -185,7 +185,7 @@ def test_soft_time_limit_ends_failed_with_a_clear_message(
     assert get_store().get(f"cleaned:{tag}") == "1"  # the job's own clean-up ran
     assert ended.result_name == ""
     assert not storages["default"].exists(f"stability-jobs/{job.id}/1-partial.bin")
-    assert lock_held(ended) == 0
+    assert not lock_held(ended)
 
 
 def test_hard_time_limit_ends_failed_not_running(
@@ -200,7 +200,7 @@ def test_hard_time_limit_ends_failed_not_running(
     # The process that ran it is killed (the pool ends the job, then kills
     # and reaps the process; 10 s is a wide margin for that).
     wait_for("the process to be killed", lambda: not process_exists(pid), on_worker, timeout=10)
-    assert lock_held(ended) == 0
+    assert not lock_held(ended)
     time.sleep(0.5)
     assert Job.objects.get(pk=job.id).state == Job.FAILED  # and it stays so
 
@@ -234,12 +234,12 @@ def test_worker_killed_mid_job_is_run_again_then_succeeds(
     wait_for("run 2", lambda: get_store().get(f"pid:{tag}:2"), on_worker)
     rerun = Job.objects.get(pk=job.id)
     assert rerun.state == Job.RUNNING and rerun.attempts == 2
-    assert lock_held(rerun) == 1  # still deduplicated while it runs again
+    assert lock_held(rerun)  # still deduplicated while it runs again
     open_gate(tag)
     ended = wait_for("the job to succeed", lambda: job_in(job.id, Job.SUCCEEDED), on_worker)
     with storages["default"].open(ended.result_name) as result:
         assert result.read() == b"run 2"
-    assert lock_held(ended) == 0
+    assert not lock_held(ended)
 
 
 def test_worker_killed_past_the_bound_ends_failed_and_frees_the_lock(
@@ -251,7 +251,7 @@ def test_worker_killed_past_the_bound_ends_failed_and_frees_the_lock(
     kill_run(tag, 1, on_worker)
     ended = wait_for("the job to fail", lambda: job_in(job.id, Job.FAILED), on_worker)
     assert "worker running the job was lost" in ended.error
-    assert lock_held(ended) == 0
+    assert not lock_held(ended)
     open_gate(tag)
     time.sleep(0.5)
     assert get_store().get(f"pid:{tag}:2") is None  # never run again

@@ -121,18 +121,20 @@ class BackgroundJob(Generic[F]):
         using = router.db_for_write(Job) or DEFAULT_DB_ALIAS
         deferred = transaction.get_connection(using).in_atomic_block
         hold = spec.lock_ttl_while_running + spec.jitter + locks.LOCK_MARGIN
-        # Inside a transaction the lock is short until the commit extends it,
-        # so that a rollback does not leave it blocking the same work for long.
+        # Inside a transaction the lock is pending and short until the commit
+        # makes it the job's, so that a rollback does not block the same work
+        # for long.
         first_hold = locks.UNCOMMITTED_LOCK_TTL if deferred else hold
-        taken: list[str] = []
+        locked = False
+        taken: list[str] = []  # leases to give back if the job is not created
         app = broker.celery_app()
         queue = spec.queue or broker.default_queue(app)
         try:
             if spec.dedup:
-                existing = self._take_dedup_lock(dedup, holder, owner_id, first_hold)
+                existing = self._take_dedup_lock(dedup, holder, owner_id, first_hold, deferred)
                 if existing is not None:
                     return Submission(existing, created=False)
-                taken.append(locks.lock_key(dedup))
+                locked = True
             if spec.max_active_per_owner is not None and owner_id is not None:
                 slot = store.acquire_lease(
                     locks.owner_key(self.name, owner_id), holder, spec.max_active_per_owner, hold
@@ -167,6 +169,8 @@ class BackgroundJob(Generic[F]):
                 max_attempts=spec.max_attempts,
             )
         except BaseException:
+            if locked:
+                locks.release_lock(dedup, holder)
             for key in taken:
                 store.release_lease(key, holder)
             raise
@@ -176,29 +180,34 @@ class BackgroundJob(Generic[F]):
             self._send_now(job, app, spec)
         return Submission(job, created=True)
 
-    def _take_dedup_lock(self, dedup: str, holder: str, owner_id: Any, ttl: float) -> Job | None:
+    def _take_dedup_lock(
+        self, dedup: str, holder: str, owner_id: Any, ttl: float, pending: bool
+    ) -> Job | None:
         """Take the dedup lock (None), or return the queued or running job that holds it."""
         from ..models import Job
 
-        store = get_store()
-        key = locks.lock_key(dedup)
         for look in range(_DEDUP_LOOKS):
-            if store.acquire_lease(key, holder, 1, ttl).acquired:
+            current = locks.take_lock(dedup, holder, ttl, pending=pending)
+            if current is None:
                 return None
-            latest = (
-                Job.objects.filter(owner_id=owner_id, name=self.name, dedup_key=dedup)
-                .order_by("-created_at")
-                .first()
-            )
-            if latest is not None and latest.active:
-                return latest
-            if latest is not None:
-                # The last job for this work has ended but its lock is still
-                # there (its release was lost, e.g. while Redis was away).
-                store.release_lease(key, str(latest.id))
+            if not current:
+                continue  # given back a moment ago
+            still_pending = current.startswith(locks.PENDING)
+            other = Job.objects.filter(
+                pk=current.removeprefix(locks.PENDING), owner_id=owner_id, name=self.name
+            ).first()
+            if other is not None and other.active:
+                return other
+            if other is not None or (not still_pending and look == _DEDUP_LOOKS - 1):
+                # The holder ended without giving the lock back (Redis was away
+                # then), or its row is gone for good (a restored database):
+                # the lock is ours if nobody took it meanwhile.
+                if locks.take_over(dedup, current, holder, ttl, pending=pending):
+                    return None
                 continue
             # The holder's row is not visible yet: another request is between
-            # taking the lock and committing. Give it a moment.
+            # taking the lock and writing its job, or has not committed. Give
+            # it a moment; an uncommitted one's lock soon expires by itself.
             time.sleep(0.05 * (look + 1))
         raise Overloaded(
             "The same job is being started by another request; try again in a moment.",
@@ -240,6 +249,7 @@ class BackgroundJob(Generic[F]):
         backpressure.gauge.note_sent(app, job.queue)
 
     def _send_after_commit(self, job: Job, hold: float, app: Any) -> None:
+        locks.committed(job, hold)
         locks.renew(job, hold)
         try:
             runner.send(job)

@@ -63,7 +63,9 @@ class QueueGauge:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._readings: dict[tuple[str, str], _Reading] = {}
+        # Keyed by the app object itself: reading its broker URL from Celery's
+        # configuration costs more than the rest of a cached answer.
+        self._readings: dict[tuple[int, str], _Reading] = {}
         self._lock = threading.Lock()
 
     def depth(self, app: Any, queue: str) -> int:
@@ -73,7 +75,7 @@ class QueueGauge:
         that a broker outage costs one probe timeout per second, not one per
         request.
         """
-        key = (broker.broker_url(app), queue)
+        key = (id(app), queue)
         reading = self._readings.get(key)
         now = self.clock()
         if reading is None or now - reading.taken_at >= settings.JOBS_DEPTH_CACHE:
@@ -93,7 +95,7 @@ class QueueGauge:
 
     def note_sent(self, app: Any, queue: str) -> None:
         """This process sent a job to ``queue``: count it until the next probe."""
-        reading = self._readings.get((broker.broker_url(app), queue))
+        reading = self._readings.get((id(app), queue))
         if reading is not None:
             with self._lock:
                 reading.sent_since += 1

@@ -1,14 +1,18 @@
 """The leases a job holds while it is queued or running.
 
-Every lease has the job's id as its token, so only that job (or whoever ends
+Each carries the job's id as its token, so only that job (or whoever ends
 it on its behalf: the worker's main process when the child running it was
-lost, the cleanup) can give it back, and every lease expires by itself:
+lost, the cleanup) can give it back, and each expires by itself:
 
 * the dedup lock, one per (owner, name, parameters): a second request for
-  the same work while the lock is held gets the existing job;
-* the owner's slot, one of ``max_active_per_owner`` per (name, owner);
+  the same work while the lock is held gets the existing job. Its value
+  names the holder, so that a lock whose job has ended, or vanished (a
+  restored database), is taken over at once instead of blocking the same
+  work until it expires. While the transaction that writes the job has not
+  committed, the value is ``pending:<id>`` and short-lived;
+* the owner's slot, one of ``max_active_per_owner`` per (name, owner), a lease;
 * the scheduled mark, while the job waits out its jittered start
-  (see ``backpressure``).
+  (see ``backpressure``), a lease.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ LOCK_MARGIN = 30.0
 #: Seconds a lock lives while the transaction that wrote its job has not
 #: committed yet: if it rolls back, the lock is gone soon after.
 UNCOMMITTED_LOCK_TTL = 30.0
+#: The value of the lock of a job whose transaction has not committed yet.
+PENDING = "pending:"
+#: How long a given-back lock lingers as an empty value (a compare-and-set
+#: cannot delete; this is the next best thing).
+_GONE_TTL = 0.001
 
 
 def parameters_json(name: str, parameters: Mapping[str, Any]) -> str:
@@ -56,26 +65,59 @@ def owner_key(name: str, owner_id: Any) -> str:
     return f"jobs:owner:{name}:{owner_id}"
 
 
-def keys_of(job: Job) -> list[str]:
-    """The lease keys a job may hold."""
-    keys = [lock_key(job.dedup_key), backpressure.scheduled_key(job.queue)]
-    if job.owner_id is not None:
-        keys.append(owner_key(job.name, job.owner_id))
-    return keys
+def take_lock(dedup: str, holder: str, ttl: float, *, pending: bool = False) -> str | None:
+    """Take the dedup lock for ``holder``: None when taken, else the current value.
+
+    The current value is the holder's job id, ``pending:<id>``, or "" when the
+    lock was given back a moment ago.
+    """
+    store = get_store()
+    value = f"{PENDING}{holder}" if pending else holder
+    if store.set(lock_key(dedup), value, ttl, only_if_absent=True):
+        return None
+    return store.get(lock_key(dedup)) or ""
+
+
+def take_over(dedup: str, current: str, holder: str, ttl: float, *, pending: bool = False) -> bool:
+    """Replace a lock whose holder is gone, if it still has the value ``current``."""
+    value = f"{PENDING}{holder}" if pending else holder
+    return get_store().compare_and_set(lock_key(dedup), current, value, ttl)
+
+
+def lock_holder(dedup: str) -> str | None:
+    """The id of the job holding the dedup lock (pending or not), or None."""
+    value = get_store().get(lock_key(dedup)) or ""
+    return value.removeprefix(PENDING) or None
+
+
+def committed(job: Job, ttl: float) -> bool:
+    """The job's transaction committed: its pending lock becomes its lock, for ``ttl`` seconds."""
+    holder = str(job.id)
+    return get_store().compare_and_set(lock_key(job.dedup_key), f"{PENDING}{holder}", holder, ttl)
 
 
 def renew(job: Job, ttl: float) -> None:
     """Extend the job's dedup lock and owner slot (those it still holds) for ``ttl`` seconds."""
     store = get_store()
     holder = str(job.id)
-    store.renew_lease(lock_key(job.dedup_key), holder, ttl)
+    store.compare_and_set(lock_key(job.dedup_key), holder, holder, ttl)
     if job.owner_id is not None:
         store.renew_lease(owner_key(job.name, job.owner_id), holder, ttl)
 
 
+def release_lock(dedup: str, holder: str) -> None:
+    """Give back the dedup lock if ``holder`` (pending or not) still holds it."""
+    store = get_store()
+    key = lock_key(dedup)
+    if not store.compare_and_set(key, holder, "", _GONE_TTL):
+        store.compare_and_set(key, f"{PENDING}{holder}", "", _GONE_TTL)
+
+
 def release(job: Job) -> None:
-    """Give back every lease the job holds; harmless for leases it does not hold."""
+    """Give back everything the job holds; harmless for what it does not hold."""
     store = get_store()
     holder = str(job.id)
-    for key in keys_of(job):
-        store.release_lease(key, holder)
+    release_lock(job.dedup_key, holder)
+    store.release_lease(backpressure.scheduled_key(job.queue), holder)
+    if job.owner_id is not None:
+        store.release_lease(owner_key(job.name, job.owner_id), holder)
