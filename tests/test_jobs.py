@@ -444,7 +444,17 @@ def test_cleanup_ends_runs_long_past_their_hard_limit(django_user_model: Any) ->
     alive = make_job(owner, Job.RUNNING, time_limit=60, started_at=now - timedelta(seconds=30))
     unbounded = make_job(owner, Job.RUNNING, started_at=now - timedelta(days=1))
     assert locks.take_lock(lost.dedup_key, str(lost.id), 600) is None
-    assert cleanup_jobs(now=now).lost == 1
+    finished: list[tuple[Any, str]] = []
+
+    def on_finished(job: Job, state: str, **kwargs: Any) -> None:
+        finished.append((job.pk, state))
+
+    signals.job_finished.connect(on_finished)
+    try:
+        assert cleanup_jobs(now=now).lost == 1
+    finally:
+        signals.job_finished.disconnect(on_finished)
+    assert finished == [(lost.pk, Job.FAILED)]
     lost.refresh_from_db()
     assert lost.state == Job.FAILED and "worker was lost" in lost.error
     assert locks.lock_holder(lost.dedup_key) is None

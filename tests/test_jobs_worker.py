@@ -437,3 +437,14 @@ def test_spread_fans_a_batch_out_over_the_window(on_worker: CeleryWorker) -> Non
     assert min(offsets) >= 0
     assert sum(o < 1.5 for o in offsets) in range(7, 14)
     assert max(offsets) > 2.0
+
+
+def test_a_solo_worker_says_at_start_that_it_ignores_time_limits(worker: CeleryWorker) -> None:
+    # The pool is chosen on the command line, out of reach of the system
+    # checks: the worker itself reports it (check E051's message).
+    solo = CeleryWorker([f"stabtest-{RUN_ID}-solo"], pool="solo", prefix=WORKER_PREFIX)
+    with solo:
+        log = solo.log()
+    assert "django_stability.E051" not in log  # the message, not the id, is logged
+    assert "ignores time limits" in log and "test-hard-limit" in log
+    assert "ignores time limits" not in worker.log()  # the prefork worker is quiet

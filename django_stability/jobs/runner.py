@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery import Task
-from celery.signals import task_failure, worker_init
+from celery.signals import task_failure, worker_ready
 from django.core.files import File
 from django.core.files.storage import storages
 from django.utils import timezone
@@ -425,17 +425,20 @@ def _on_task_failure(
         logger.exception("Could not record the end of job %s", job_id)
 
 
-def _on_worker_init(sender: Any = None, **extra: Any) -> None:
+def _on_worker_ready(sender: Any = None, **extra: Any) -> None:
+    # The pool is often chosen on the command line, out of the system checks'
+    # sight: the worker says it itself once it is up (check E051's finding).
     from ..checks import time_limit_pool_messages
 
-    pool = getattr(sender, "pool_cls", None)
+    controller = getattr(sender, "controller", sender)
+    pool = getattr(controller, "pool_cls", None)
     name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     for message in time_limit_pool_messages(str(name)):
         logger.error("%s %s", message.msg, message.hint)
 
 
 task_failure.connect(_on_task_failure, dispatch_uid="django_stability.jobs.task_failure")
-worker_init.connect(_on_worker_init, dispatch_uid="django_stability.jobs.worker_init")
+worker_ready.connect(_on_worker_ready, dispatch_uid="django_stability.jobs.worker_ready")
 
 
 def job_deleted(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
