@@ -154,7 +154,10 @@ def test_rabbitmq_probe_uses_a_passive_declare() -> None:
     url = "amqp://guest:guest@127.0.0.1:5672//"
     app = Celery("stabtest-rabbit", broker=url)
     name = fresh_queue()
-    with Connection(url, connect_timeout=2) as connection:
+    # Confirmed publishing: the broker has every message before the probe asks.
+    with Connection(
+        url, connect_timeout=2, transport_options={"confirm_publish": True}
+    ) as connection:
         channel = connection.channel()
         KombuQueue(name, channel=channel, auto_delete=False).declare()
         try:

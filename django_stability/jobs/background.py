@@ -193,9 +193,13 @@ class BackgroundJob(Generic[F]):
             if not current:
                 continue  # given back a moment ago
             still_pending = current.startswith(locks.PENDING)
-            other = Job.objects.filter(
-                pk=current.removeprefix(locks.PENDING), owner_id=owner_id, name=self.name
-            ).first()
+            try:
+                other_id = uuid.UUID(current.removeprefix(locks.PENDING))
+            except ValueError:
+                other = None  # not a lock this app wrote: nobody holds it
+                still_pending = False
+            else:
+                other = Job.objects.filter(pk=other_id, owner_id=owner_id, name=self.name).first()
             if other is not None and other.active:
                 return other
             if other is not None or (not still_pending and look == _DEDUP_LOOKS - 1):
