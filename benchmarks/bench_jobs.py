@@ -207,8 +207,9 @@ def run() -> None:
                 f"{fresh * 1e6:8.0f} us = {fresh / kept:4.1f} x our probe",
             )
 
-    # Clean up what the benchmark left on the shared Redis.
-    for key in broker.redis_queue_keys(queue, {"global_keyprefix": prefix}):
+    # Clean up what the benchmark left on the shared Redis: every broker key
+    # of this run's prefix, celery-once's locks, the store's scheduled set.
+    for key in broker_client.scan_iter(match=f"{prefix}*", count=1000):
         broker_client.delete(key)
     for key in broker_client.scan_iter(match=f"qo_stabbench.once.{queue}*", count=1000):
         broker_client.delete(key)

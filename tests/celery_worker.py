@@ -10,6 +10,7 @@ those queues.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ class CeleryWorker:
         return self
 
     def log(self) -> str:
+        """The end of the worker's log (what a failing test shows)."""
         try:
             return self.log_file.read_text(errors="replace")[-6000:]
         except OSError:
@@ -117,6 +119,7 @@ class CeleryWorker:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> CeleryWorker:
         return self.start()
@@ -132,3 +135,13 @@ def delete_broker_keys(url: str, prefix: str) -> int:
     for key in client.scan_iter(match=f"{prefix}*", count=500):
         deleted += int(client.delete(key))
     return deleted
+
+
+def clean_up_run() -> None:
+    """Delete what this run left on the broker (its key prefix) and its result files."""
+    from django.conf import settings
+
+    delete_broker_keys(
+        settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    )
+    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)

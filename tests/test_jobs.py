@@ -46,6 +46,7 @@ from django_stability.models import Job
 from django_stability.store import get_store
 from django_stability.test import override_policy
 from tests.celery_app import app as test_app
+from tests.celery_worker import clean_up_run
 from tests.redis_servers import PrivateRedis, free_port
 from tests.testapp import jobs
 
@@ -75,6 +76,12 @@ def queue() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _fresh_gauge() -> None:
     backpressure.gauge.reset()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clean_up_run() -> Iterator[None]:
+    yield
+    clean_up_run()
 
 
 # The policy ------------------------------------------------------------------------

@@ -8,12 +8,10 @@ promise is a time bound, the bound is asserted with a generous margin.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -27,7 +25,7 @@ from django_stability.jobs.policy import JobSpec
 from django_stability.models import Job
 from django_stability.store import get_store
 from django_stability.test import override_policy
-from tests.celery_worker import CeleryWorker, delete_broker_keys
+from tests.celery_worker import CeleryWorker, clean_up_run
 from tests.testapp import jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -50,8 +48,7 @@ def worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[CeleryWorke
         yield started
     finally:
         started.stop()
-        delete_broker_keys(django_settings.CELERY_BROKER_URL, BROKER_PREFIX)
-        shutil.rmtree(Path(django_settings.MEDIA_ROOT) / "stability-jobs", ignore_errors=True)
+        clean_up_run()
 
 
 @pytest.fixture
