@@ -15,24 +15,30 @@ from .exceptions import (
     CacheWaitTimeout,
     ClientDenied,
     Overloaded,
+    QueueFull,
     RateLimited,
     StabilityError,
     StoreUnavailable,
+    TooManyJobs,
 )
 
 if TYPE_CHECKING:
     from .brownout import feature_enabled
     from .cache import cached
     from .concurrency import concurrency_limit, concurrency_slot
+    from .jobs import background_job
     from .ratelimit import policy_rate, rate_limit
 
 __all__ = [
     "CacheWaitTimeout",
     "ClientDenied",
     "Overloaded",
+    "QueueFull",
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "TooManyJobs",
+    "background_job",
     "cached",
     "concurrency_limit",
     "concurrency_slot",
@@ -49,6 +55,7 @@ _LAZY = {
     "concurrency_limit": "concurrency",
     "concurrency_slot": "concurrency",
     "cached": "cache",
+    "background_job": "jobs",
 }
 
 

@@ -187,3 +187,5 @@ def register_policy_admins(site: admin.AdminSite = admin.site) -> None:
 
 
 register_policy_admins()
+
+from .jobs import admin as jobs_admin  # noqa: E402, F401 - registers the Job admin

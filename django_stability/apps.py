@@ -13,6 +13,7 @@ PARTS = (
     "django_stability.concurrency",
     "django_stability.brownout",
     "django_stability.cache",
+    "django_stability.jobs",
 )
 
 

@@ -776,6 +776,206 @@ def check_mixin_backend_is_shared(
     return messages
 
 
+# Background jobs: E050-E059, W050-W059 ------------------------------------------------
+
+#: Pools that run a task in the worker's own process or thread and so cannot
+#: stop it: Celery ignores time limits there without a word.
+POOLS_WITHOUT_TIME_LIMITS = {"solo", "threads", "thread"}
+
+
+def _job_app() -> Any | None:
+    from .jobs.broker import celery_app
+
+    try:
+        return celery_app()
+    except Exception:
+        return None
+
+
+def _job_specs() -> tuple[Any, ...]:
+    from .jobs.policy import JobSpec
+    from .policies import registry
+
+    return registry.all(JobSpec)
+
+
+def check_job_app(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E052: ``JOBS_CELERY_APP`` must name an importable Celery app."""
+    from .jobs.broker import celery_app
+
+    try:
+        celery_app()
+    except Exception as exc:
+        return [
+            checks.Error(
+                f"STABILITY['JOBS_CELERY_APP'] = {settings.JOBS_CELERY_APP!r} cannot be "
+                f"imported: {exc}",
+                hint="Give the dotted path of your Celery app, e.g. 'proj.celery.app', or "
+                "None to use Celery's current app.",
+                id="django_stability.E052",
+            )
+        ]
+    return []
+
+
+def visibility_timeout_messages(
+    specs: Any, timeout: float | None, transport: str
+) -> list[checks.CheckMessage]:
+    """E050 for each job whose longest delay plus time limit reaches the visibility timeout."""
+    if timeout is None:
+        return []
+    errors: list[checks.CheckMessage] = []
+    for spec in specs:
+        if spec.time_limit is None:
+            continue
+        total = spec.jitter + spec.time_limit
+        if total >= timeout:
+            errors.append(
+                checks.Error(
+                    f"Job {spec.name!r}: its longest start delay (jitter {spec.jitter:g} s) plus "
+                    f"its time limit ({spec.time_limit:g} s) is {total:g} s, not shorter than the "
+                    f"{transport} broker's visibility timeout ({timeout:g} s): the broker would "
+                    "deliver the job to a second worker while the first still waits or runs.",
+                    hint=f"Lower the job's jitter or time_limit, or raise "
+                    f"broker_transport_options['visibility_timeout'] above {total:g} s.",
+                    obj=f"job {spec.name}",
+                    id="django_stability.E050",
+                )
+            )
+    return errors
+
+
+def check_job_visibility_timeout(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E050: countdown plus time limit longer than the broker's visibility timeout."""
+    from .jobs import broker
+
+    app = _job_app()
+    if app is None:
+        return []
+    return visibility_timeout_messages(
+        _job_specs(), broker.visibility_timeout(app), broker.transport(app)
+    )
+
+
+def time_limit_pool_messages(pool: str, specs: Any = None) -> list[checks.CheckMessage]:
+    """E051 when ``pool`` ignores time limits and a job policy sets one."""
+    name = pool.rsplit(".", 1)[-1].rsplit(":", 1)[-1].lower()
+    if name not in POOLS_WITHOUT_TIME_LIMITS:
+        return []
+    limited = [
+        spec.name
+        for spec in (_job_specs() if specs is None else specs)
+        if spec.time_limit is not None or spec.soft_time_limit is not None
+    ]
+    if not limited:
+        return []
+    return [
+        checks.Error(
+            f"The Celery worker pool is {name!r}, which ignores time limits without a word, and "
+            f"these jobs have time limits: {', '.join(sorted(limited))}.",
+            hint="Run the workers with the prefork pool (celery worker -P prefork), or drop the "
+            "time limits from these job policies.",
+            id="django_stability.E051",
+        )
+    ]
+
+
+def check_job_pool(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E051: time limits on a solo or threads pool (from the app's ``worker_pool``)."""
+    app = _job_app()
+    if app is None:
+        return []
+    return time_limit_pool_messages(str(app.conf.worker_pool or "prefork"))
+
+
+def _running_tests() -> bool:
+    # Django's test runner and pytest-django both set up the test environment,
+    # which swaps the mail backend for an outbox.
+    from django.core import mail
+
+    return hasattr(mail, "outbox")
+
+
+def check_eager(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W050: ``task_always_eager`` outside tests runs every job on the web thread."""
+    app = _job_app()
+    if app is None or not app.conf.task_always_eager or _running_tests():
+        return []
+    return [
+        checks.Warning(
+            "Celery's task_always_eager is on: every background job runs inside the request "
+            "that asked for it, on the web thread, which is what background jobs exist to avoid.",
+            hint="Turn task_always_eager off outside tests (CELERY_TASK_ALWAYS_EAGER = False).",
+            id="django_stability.W050",
+        )
+    ]
+
+
+def check_job_prefetch(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W051: a prefetch multiplier above 1 lets one worker hoard long jobs."""
+    app = _job_app()
+    specs = _job_specs()
+    if app is None or not specs:
+        return []
+    multiplier = int(app.conf.worker_prefetch_multiplier or 0)
+    if multiplier <= 1:
+        return []
+    queues = sorted({spec.queue or str(app.conf.task_default_queue) for spec in specs})
+    return [
+        checks.Warning(
+            f"worker_prefetch_multiplier is {multiplier}: a worker on the job queues "
+            f"({', '.join(queues)}) reserves {multiplier} long jobs per process while other "
+            "workers stay idle, and those jobs wait behind the one running.",
+            hint="Set worker_prefetch_multiplier = 1 for the workers of job (export) queues.",
+            id="django_stability.W051",
+        )
+    ]
+
+
+def check_acks_late_bound(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W052: acks_late with requeue on a lost worker, and nothing bounding the redeliveries."""
+    app = _job_app()
+    if app is None:
+        return []
+    conf = app.conf
+    if not (conf.task_acks_late and conf.task_reject_on_worker_lost):
+        return []
+    return [
+        checks.Warning(
+            "task_acks_late with task_reject_on_worker_lost requeues a task whose worker process "
+            "died, without any bound: a task that kills its worker (out of memory, a crash in C "
+            "code) is delivered again and again and takes down worker after worker.",
+            hint="Drop task_reject_on_worker_lost (background jobs bound their own redeliveries "
+            "with max_redeliveries), or count deliveries in the task and give up after a few.",
+            id="django_stability.W052",
+        )
+    ]
+
+
+def check_job_urls(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W053: background jobs are defined but their status URLs are not included."""
+    import uuid
+
+    from django.urls import NoReverseMatch, reverse
+
+    if not _job_specs():
+        return []
+    try:
+        reverse("django_stability:job-status", args=[uuid.uuid4()])
+    except NoReverseMatch:
+        return [
+            checks.Warning(
+                "Background jobs are defined but the job status URLs are not in the URLconf: "
+                "accepting a job will fail because its status URL cannot be built.",
+                hint='Add path("stability/", include("django_stability.urls")) to your URLconf.',
+                id="django_stability.W053",
+            )
+        ]
+    return []
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -797,6 +997,13 @@ ALL_CHECKS = (
     check_cached_alias,
     check_protected_cache_timeouts,
     check_mixin_backend_is_shared,
+    check_job_app,
+    check_job_visibility_timeout,
+    check_job_pool,
+    check_eager,
+    check_job_prefetch,
+    check_acks_late_bound,
+    check_job_urls,
 )
 
 

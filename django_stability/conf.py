@@ -83,6 +83,15 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_LOCAL_MAX_KEYS": 10_000,
     "CACHE_REFRESH_THREADS": 4,
     "CACHE_COUNTERS_FLUSH": 10.0,
+    # Background jobs: the Celery app (a dotted path; None means Celery's
+    # current app), where result files go, and how the queue is watched.
+    "JOBS_CELERY_APP": None,
+    "JOBS_STORAGE": "default",
+    "JOBS_UPLOAD_TO": "stability-jobs",
+    "JOBS_DEPTH_CACHE": 1.0,
+    "JOBS_PROBE_TIMEOUT": 0.5,
+    "JOBS_POLL_INTERVAL": 2,
+    "JOBS_LOST_GRACE": 60.0,
 }
 
 
@@ -282,6 +291,35 @@ class Settings:
     def CACHE_COUNTERS_FLUSH(self) -> float:
         return float(self._get("CACHE_COUNTERS_FLUSH"))
 
+    @property
+    def JOBS_CELERY_APP(self) -> str | None:
+        value = self._get("JOBS_CELERY_APP")
+        return None if value is None else str(value)
+
+    @property
+    def JOBS_STORAGE(self) -> str:
+        return str(self._get("JOBS_STORAGE"))
+
+    @property
+    def JOBS_UPLOAD_TO(self) -> str:
+        return str(self._get("JOBS_UPLOAD_TO"))
+
+    @property
+    def JOBS_DEPTH_CACHE(self) -> float:
+        return float(self._get("JOBS_DEPTH_CACHE"))
+
+    @property
+    def JOBS_PROBE_TIMEOUT(self) -> float:
+        return float(self._get("JOBS_PROBE_TIMEOUT"))
+
+    @property
+    def JOBS_POLL_INTERVAL(self) -> int:
+        return int(self._get("JOBS_POLL_INTERVAL"))
+
+    @property
+    def JOBS_LOST_GRACE(self) -> float:
+        return float(self._get("JOBS_LOST_GRACE"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -314,6 +352,10 @@ class Settings:
     @property
     def DEBUG(self) -> bool:
         return bool(getattr(django_settings, "DEBUG", False))
+
+    @property
+    def AUTH_USER_MODEL(self) -> str:
+        return str(getattr(django_settings, "AUTH_USER_MODEL", "auth.User"))
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -360,6 +402,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "CACHE_LOCAL_MAX_KEYS": (int,),
     "CACHE_REFRESH_THREADS": (int,),
     "CACHE_COUNTERS_FLUSH": (int, float),
+    "JOBS_CELERY_APP": (str, type(None)),
+    "JOBS_STORAGE": (str,),
+    "JOBS_UPLOAD_TO": (str,),
+    "JOBS_DEPTH_CACHE": (int, float),
+    "JOBS_PROBE_TIMEOUT": (int, float),
+    "JOBS_POLL_INTERVAL": (int,),
+    "JOBS_LOST_GRACE": (int, float),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -395,6 +444,10 @@ _POSITIVE = {
     "CACHE_LOCAL_MAX_KEYS",
     "CACHE_REFRESH_THREADS",
     "CACHE_COUNTERS_FLUSH",
+    "JOBS_DEPTH_CACHE",
+    "JOBS_PROBE_TIMEOUT",
+    "JOBS_POLL_INTERVAL",
+    "JOBS_LOST_GRACE",
 }
 
 

@@ -108,3 +108,16 @@ class CacheWaitTimeout(StabilityError):
     """
 
     default_message = "A value this page needs is being computed; try again shortly."
+
+
+class QueueFull(Overloaded):
+    """A job queue is deeper than its policy allows; nothing was enqueued (HTTP 503)."""
+
+    default_message = "Too much work is waiting in the queue; try again later."
+
+
+class TooManyJobs(StabilityError):
+    """The user already has as many jobs of this kind queued or running as allowed (HTTP 429)."""
+
+    status_code = 429
+    default_message = "You already have as many jobs of this kind running as allowed."

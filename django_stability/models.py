@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 from django.db import models
 
+from .conf import settings as stability_settings
+
 
 class PolicyQuerySet(models.QuerySet["Policy"]):
     """Bulk changes tell every process, as saves and deletes do."""
@@ -135,3 +137,86 @@ PROXIES: dict[str, type[Policy]] = {
         JobPolicy,
     )
 }
+
+
+def _new_job_id() -> Any:
+    import uuid
+
+    # uuid4 draws 122 bits from os.urandom: an id nobody can guess or enumerate.
+    return uuid.uuid4()
+
+
+class Job(models.Model):
+    """A background job, written when it is enqueued and kept up to date by the worker.
+
+    The row exists before the message does, so a queued job is told apart from
+    an unknown id; only its owner ever sees it through the job views.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    STATES = (
+        (QUEUED, "queued"),
+        (RUNNING, "running"),
+        (SUCCEEDED, "succeeded"),
+        (FAILED, "failed"),
+        (EXPIRED, "expired"),
+    )
+    ACTIVE = (QUEUED, RUNNING)
+    FINISHED = (SUCCEEDED, FAILED, EXPIRED)
+
+    id = models.UUIDField(primary_key=True, default=_new_job_id, editable=False)
+    name = models.CharField(max_length=200, db_index=True)
+    owner = models.ForeignKey(
+        stability_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    parameters = models.JSONField(default=dict, blank=True)
+    dedup_key = models.CharField(
+        max_length=64, editable=False, help_text="Hash of owner, name and parameters."
+    )
+    state = models.CharField(max_length=10, choices=STATES, default=QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0, help_text="From 0 to 1.")
+    message = models.CharField(max_length=500, blank=True, help_text="What the job says it does.")
+    error = models.TextField(blank=True, help_text="Why the job failed, as its owner sees it.")
+    error_detail = models.TextField(blank=True, help_text="The traceback (admins only).")
+    result_name = models.CharField(max_length=500, blank=True, help_text="Path in the storage.")
+    result_filename = models.CharField(max_length=255, blank=True)
+    result_content_type = models.CharField(max_length=100, blank=True)
+    result_size = models.BigIntegerField(null=True, blank=True)
+    # What the policy said when the job was enqueued, so that every process
+    # (the worker's too) handles the job the same way.
+    queue = models.CharField(max_length=200, blank=True)
+    countdown = models.FloatField(default=0.0, help_text="Seconds of jittered delay before start.")
+    soft_time_limit = models.FloatField(null=True, blank=True)
+    time_limit = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = (
+            models.Index(fields=("owner", "name", "dedup_key"), name="django_stability_job_dedup"),
+        )
+        verbose_name = "background job"
+        verbose_name_plural = "background jobs"
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.id} ({self.state})"
+
+    @property
+    def active(self) -> bool:
+        """True while the job is queued or running."""
+        return self.state in self.ACTIVE

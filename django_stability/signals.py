@@ -38,3 +38,13 @@ request_shed = Signal()
 #: location, ``state`` and ``previous`` are "closed", "open" or "half_open",
 #: ``error`` is the exception that tripped it, or None.
 cache_state_changed = Signal()
+
+#: A background job ended: ``job`` is the ``Job`` row and ``state`` its final
+#: state ("succeeded", "failed"); sent by the process that ended it (the worker
+#: child, or the worker's main process for a lost child or a hard time limit).
+job_finished = Signal()
+
+#: A request for a background job was refused before anything was enqueued:
+#: ``name`` is the job's name, ``reason`` is "queue_full", "too_many" or
+#: "broker_unreachable".
+job_refused = Signal()

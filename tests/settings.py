@@ -108,3 +108,18 @@ LOGGING = {
     "handlers": {"null": {"class": "logging.NullHandler"}},
     "loggers": {"django_stability": {"handlers": ["null"], "propagate": True}},
 }
+
+# Background jobs: a real Celery app (tests/celery_app.py) on the real Redis
+# broker. Every key kombu writes carries this run's prefix and the queues
+# carry its id, so parallel runs sharing the Redis never see each other's
+# messages; result files go to a directory of this run.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"stabtest:{RUN_ID}:celery:"}
+CELERY_TASK_DEFAULT_QUEUE = f"stabtest-{RUN_ID}"
+CELERY_TASK_DEFAULT_EXCHANGE = f"stabtest-{RUN_ID}"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+MEDIA_ROOT = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"stabtest-{RUN_ID}-media")
+STABILITY["JOBS_CELERY_APP"] = "tests.celery_app.app"

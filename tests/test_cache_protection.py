@@ -138,8 +138,10 @@ def test_stale_values_are_invisible_to_plain_reads(cache: Any, key: str) -> None
 
 
 def test_a_long_compute_keeps_its_lock_with_the_heartbeat(cache: Any, key: str) -> None:
-    with override_policy(policy(lease=0.2, grace=60)):
-        compute = Compute(seconds=0.9)  # four and a half leases
+    # Leases long enough that a heartbeat delayed by a busy 2-core machine still
+    # lands in time; the compute still outlives several of them.
+    with override_policy(policy(lease=0.5, grace=60)):
+        compute = Compute(seconds=1.8)  # three and a half leases
         cache.get_or_set(key, lambda: "stale", 0.1)
         time.sleep(0.15)
         holder = threading.Thread(target=lambda: cache.get_or_set(key, compute, 60))

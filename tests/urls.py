@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from tests.testapp import views
+from tests.testapp import jobs, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,4 +12,7 @@ urlpatterns = [
     path("refuse/capacity-async/", views.refuse_capacity_async, name="refuse-capacity-async"),
     path("echo/", views.echo_json, name="echo"),
     path("rl/", include("tests.testapp.ratelimit_urls")),
+    path("stability/", include("django_stability.urls")),
+    path("jobs-test/report/", jobs.start_report, name="start-report"),
+    path("jobs-test/unconsumed/", jobs.start_unconsumed, name="start-unconsumed"),
 ]
