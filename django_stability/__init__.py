@@ -7,13 +7,26 @@ The public face of the package. Names are added here as the parts land:
 
 from __future__ import annotations
 
-from .exceptions import Overloaded, RateLimited, StabilityError, StoreUnavailable
+from .breaker import circuit_breaker
+from .exceptions import (
+    BreakerOpen,
+    BulkheadFull,
+    DeadlineExceeded,
+    Overloaded,
+    RateLimited,
+    StabilityError,
+    StoreUnavailable,
+)
 
 __all__ = [
+    "BreakerOpen",
+    "BulkheadFull",
+    "DeadlineExceeded",
     "Overloaded",
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "circuit_breaker",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -7,7 +7,10 @@ import importlib
 from django.apps import AppConfig
 
 #: The modules that declare policy kinds; imported once the app registry is ready.
-PARTS = ("django_stability.ratelimit",)
+PARTS = (
+    "django_stability.ratelimit",
+    "django_stability.breaker",
+)
 
 
 def import_parts() -> None:

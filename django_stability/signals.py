@@ -17,3 +17,17 @@ store_state_changed = Signal()
 #: A process loaded a new policy snapshot: ``generation`` is the shared
 #: generation it answers to, ``count`` the number of admin rows loaded.
 policies_reloaded = Signal()
+
+#: A circuit breaker changed state, as this process sees it: ``name``, ``state``
+#: and ``previous`` ("closed", "open", "half_open"), ``scope`` ("process" or
+#: "cluster"), ``reason`` (a few words), ``failure_rate`` and ``slow_call_rate``
+#: (percent, None when not measured), ``calls`` (in the window), ``wait`` (seconds
+#: the open state lasts, None unless opening), ``shadow`` (True in metrics-only
+#: mode: the breaker would have done this, and lets calls through anyway) and
+#: ``observed`` (True when another process made the transition and this one
+#: learnt it from the store).
+breaker_state_changed = Signal()
+
+#: A bulkhead refused a call (or, with ``shadow=True``, would have): ``name``,
+#: ``limit``, ``scope``.
+bulkhead_full = Signal()
