@@ -8,6 +8,7 @@ The public face of the package. Names are added here as the parts land:
 from __future__ import annotations
 
 from .breaker import circuit_breaker
+from .bulkhead import bulkhead
 from .exceptions import (
     BreakerOpen,
     BulkheadFull,
@@ -26,6 +27,7 @@ __all__ = [
     "RateLimited",
     "StabilityError",
     "StoreUnavailable",
+    "bulkhead",
     "circuit_breaker",
 ]
 

@@ -10,6 +10,7 @@ from django.apps import AppConfig
 PARTS = (
     "django_stability.ratelimit",
     "django_stability.breaker",
+    "django_stability.bulkhead",
 )
 
 

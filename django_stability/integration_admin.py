@@ -7,3 +7,7 @@ from .admin import PolicyAdmin
 
 class BreakerAdmin(PolicyAdmin):
     """Circuit-breaker policies."""
+
+
+class BulkheadAdmin(PolicyAdmin):
+    """Bulkhead policies."""
