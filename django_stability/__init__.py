@@ -18,6 +18,7 @@ from .exceptions import (
     StabilityError,
     StoreUnavailable,
 )
+from .timeouts import timeout
 
 __all__ = [
     "BreakerOpen",
@@ -29,6 +30,7 @@ __all__ = [
     "StoreUnavailable",
     "bulkhead",
     "circuit_breaker",
+    "timeout",
 ]
 
 __version__ = "0.1.0.dev0"
