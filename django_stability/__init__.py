@@ -18,6 +18,7 @@ from .exceptions import (
     StabilityError,
     StoreUnavailable,
 )
+from .guard import guard
 from .timeouts import timeout
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "StoreUnavailable",
     "bulkhead",
     "circuit_breaker",
+    "guard",
     "timeout",
 ]
 

@@ -11,6 +11,7 @@ PARTS = (
     "django_stability.ratelimit",
     "django_stability.breaker",
     "django_stability.bulkhead",
+    "django_stability.guard",
 )
 
 

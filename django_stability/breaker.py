@@ -643,7 +643,8 @@ class Permit:
 Rule = type[BaseException] | Callable[[BaseException], bool]
 
 
-def _matches(rule: Rule, error: BaseException) -> bool:
+def matches(rule: Rule, error: BaseException) -> bool:
+    """Does ``error`` match ``rule`` (an exception class, or a predicate)?"""
     if isinstance(rule, type):
         return isinstance(error, rule)
     return bool(rule(error))
@@ -877,9 +878,9 @@ class CircuitBreaker:
             # does a full bulkhead (the call never reached it).
             return IGNORED
         record, ignore = self._exception_rules()
-        if any(_matches(rule, error) for rule in ignore):
+        if any(matches(rule, error) for rule in ignore):
             return IGNORED
-        if record and not any(_matches(rule, error) for rule in record):
+        if record and not any(matches(rule, error) for rule in record):
             return SUCCESS
         return FAILURE
 
@@ -971,7 +972,7 @@ class CircuitBreaker:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call goes through the breaker."""
-        _remember_guarded(fn)
+        remember_guarded(fn)
         if inspect.iscoroutinefunction(fn):
             acall = self.acall
 
@@ -1430,7 +1431,8 @@ def circuit_breaker(
 _guarded: list[Callable[..., Any]] = []
 
 
-def _remember_guarded(fn: Callable[..., Any]) -> None:
+def remember_guarded(fn: Callable[..., Any]) -> None:
+    """Note ``fn`` as code protected by a breaker or a guard (for the checks)."""
     if len(_guarded) < 10_000:
         _guarded.append(fn)
 

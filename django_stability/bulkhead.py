@@ -343,9 +343,10 @@ class Bulkhead:
         try:
             return await fn(*args, **kwargs)
         finally:
-            await self._arelease(slot)
+            await self.arelease(slot)
 
-    async def _arelease(self, slot: Slot) -> None:
+    async def arelease(self, slot: Slot) -> None:
+        """``release()`` for async code: a cluster slot is given back from a worker thread."""
         if slot.holder is not None:
             await asyncio.to_thread(self.release, slot)
         else:
@@ -385,7 +386,7 @@ class Bulkhead:
     async def __aexit__(self, *exc: Any) -> None:
         stack = self._entered.get()
         self._entered.set(stack[:-1])
-        await self._arelease(stack[-1])
+        await self.arelease(stack[-1])
 
     # Operating -------------------------------------------------------------------------
 
