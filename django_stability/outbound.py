@@ -212,7 +212,10 @@ class GuardedSession(requests.Session):
     ``timeout`` is the default ``(connect, read)``; ``guards`` gives code
     defaults per host, e.g. ``{"api.example.com": {"timeout": 2, "breaker":
     {"failure_rate_threshold": 25}}}`` (the fields of ``guard()``); ``prefix``
-    starts every guard name.
+    starts every guard name. With ``per_host_guards=False`` calls keep their
+    timeouts, the deadline and bounded DNS but go through no guard: for code
+    that already runs under a guard of its own (guards should not nest, or
+    their retries multiply).
     """
 
     def __init__(
@@ -221,8 +224,10 @@ class GuardedSession(requests.Session):
         timeout: tuple[float, float] | None = None,
         guards: dict[str, dict[str, Any]] | None = None,
         prefix: str = "http:",
+        per_host_guards: bool = True,
     ) -> None:
         super().__init__()
+        self.per_host_guards = per_host_guards
         self.default_timeout = timeout
         self.guard_options = {host.lower(): options for host, options in (guards or {}).items()}
         self.prefix = prefix
@@ -271,7 +276,7 @@ class GuardedSession(requests.Session):
                 self, text_method, text_url, timeout=self.timeouts(given), **kwargs
             )
 
-        if not host:
+        if not host or not self.per_host_guards:
             return attempt()
         return self.guard_for(host, text_method).call(attempt)
 

@@ -8,6 +8,7 @@ Both stop when the test ends.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -19,11 +20,13 @@ from tests.redis_servers import free_port
 
 
 class Dependency:
-    """An HTTP server: /ok, /slow?seconds=S, /fail (503, Retry-After: 0), /throttle (429)."""
+    """An HTTP server: /ok, /slow?seconds=S, /fail (503, Retry-After: 0), /throttle (429),
+    and /users/<id> (JSON; 404 for id 404; 503 while ``down`` is set)."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.hits: dict[str, int] = {}
+        self.down = False
         self.lock = threading.Lock()
         owner = self
 
@@ -38,7 +41,16 @@ class Dependency:
                 with owner.lock:
                     owner.hits[url.path] = owner.hits.get(url.path, 0) + 1
                 query = parse_qs(url.query)
-                if url.path == "/slow":
+                if url.path.startswith("/users/"):
+                    user_id = url.path.rsplit("/", 1)[-1]
+                    if owner.down:
+                        self.answer(503, b"down")
+                    elif user_id == "404":
+                        self.answer(404, b"no such user")
+                    else:
+                        body = json.dumps({"id": int(user_id), "name": f"user {user_id}"})
+                        self.answer(200, body.encode(), {"Content-Type": "application/json"})
+                elif url.path == "/slow":
                     time.sleep(float(query.get("seconds", ["0.3"])[0]))
                     self.answer(200, b"slow but fine")
                 elif url.path == "/fail":

@@ -124,6 +124,8 @@ def test_per_host_guards_are_separate(dependency: Dependency) -> None:
         http.get(dependency.url("/ok"))
     # The same server under another name is another integration point.
     assert http.get(dependency.url("/ok", host="localhost")).status_code == 200
+    # Without per-host guards (for code under a guard of its own): timeouts only.
+    assert session(per_host_guards=False).get(dependency.url("/ok")).text == "ok"
 
 
 def test_name_resolution_is_bounded_and_serves_stale_answers() -> None:
@@ -197,3 +199,27 @@ def test_httpx_clients_are_guarded_too(dependency: Dependency, hung: HungServer)
 
     assert asyncio.run(main()) == 503
     assert dependency.hits["/fail"] == 4
+
+
+def test_the_book_example_rewritten_with_guard(
+    dependency: Dependency, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/examples/user_profiles.py, as the Integration points page shows it."""
+    from docs.examples import user_profiles as example
+
+    monkeypatch.setattr(example, "USER_SERVICE", f"http://127.0.0.1:{dependency.port}")
+    monkeypatch.setattr(example.profiles, "sleep", lambda seconds: None)
+    assert example.get_user_profile(7) == {"id": 7, "name": "user 7"}
+    assert example.get_user_profile(404) is None  # an answer: no retry, no fallback
+    assert dependency.hits["/users/404"] == 1
+    dependency.down = True
+    assert example.get_user_profile(7) == {"id": 7, "name": "user 7"}  # the last good one
+    with pytest.raises(requests.HTTPError):
+        example.get_user_profile(8)  # nothing kept for user 8
+    for _ in range(10):
+        example.get_user_profile(7)
+    assert example.profiles.breaker.state == OPEN
+    reached = dependency.hits["/users/7"]
+    for _ in range(20):
+        assert example.get_user_profile(7) == {"id": 7, "name": "user 7"}
+    assert dependency.hits["/users/7"] == reached  # open: served from the cache, not called
