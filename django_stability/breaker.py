@@ -722,6 +722,8 @@ class CircuitBreaker:
 
     def _arm(self, now: float) -> None:
         """Lock held: may the lock-free fast path serve, and until when?"""
+        # Successes counted so far belong before the boundary about to move.
+        self._flush(now)
         machine, spec = self._machine, self._spec
         fast = machine.state == CLOSED and spec.mode in (AUTOMATIC, METRICS_ONLY)
         self._slow_after = spec.slow_call_duration
@@ -1391,7 +1393,10 @@ def breakers() -> dict[str, CircuitBreaker]:
 def register_spec(name: str, fields: dict[str, Any]) -> None:
     """Record code defaults for the breaker ``name`` (validated; a bad value raises)."""
     if fields:
-        registry.register(BreakerSpec.build(name, fields))
+        spec = BreakerSpec.build(name, fields)
+        # The same values again (a decorator applied per call) change nothing.
+        if registry.code_defaults().get((BreakerSpec.kind, name)) != spec:
+            registry.register(spec)
     elif registry.code_default(BreakerSpec, name) is None:
         registry.register(BreakerSpec(name=name))
 
@@ -1447,5 +1452,12 @@ def _forget_all(*args: Any, **kwargs: Any) -> None:
         breaker.forget()
 
 
+def _after_fork() -> None:
+    # A lock held by another thread at the fork would stay held in the child.
+    global _breakers_lock
+    _breakers_lock = threading.Lock()
+    _forget_all()
+
+
 settings_reset.connect(_forget_all, dispatch_uid="django_stability.breaker.reset")
-os.register_at_fork(after_in_child=_forget_all)
+os.register_at_fork(after_in_child=_after_fork)

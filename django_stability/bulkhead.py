@@ -441,7 +441,10 @@ def bulkheads() -> dict[str, Bulkhead]:
 def register_spec(name: str, fields: dict[str, Any]) -> None:
     """Record code defaults for the bulkhead ``name`` (validated; a bad value raises)."""
     if fields:
-        registry.register(BulkheadSpec.build(name, fields))
+        spec = BulkheadSpec.build(name, fields)
+        # The same values again (a decorator applied per call) change nothing.
+        if registry.code_defaults().get((BulkheadSpec.kind, name)) != spec:
+            registry.register(spec)
     elif registry.code_default(BulkheadSpec, name) is None:
         registry.register(BulkheadSpec(name=name))
 
@@ -466,5 +469,12 @@ def _forget_all(*args: Any, **kwargs: Any) -> None:
         found.forget()
 
 
+def _after_fork() -> None:
+    # A lock held by another thread at the fork would stay held in the child.
+    global _bulkheads_lock
+    _bulkheads_lock = threading.Lock()
+    _forget_all()
+
+
 settings_reset.connect(_forget_all, dispatch_uid="django_stability.bulkhead.reset")
-os.register_at_fork(after_in_child=_forget_all)
+os.register_at_fork(after_in_child=_after_fork)

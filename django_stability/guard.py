@@ -548,6 +548,7 @@ class Guard:
         if spec.mode == "off":
             self._entered.set((*self._entered.get(), ()))
             return self
+        seconds = self._attempt_seconds(spec, None)
         breaker = self.breaker if spec.use_breaker else None
         permit = breaker.acquire() if breaker is not None else None
         try:
@@ -557,7 +558,6 @@ class Guard:
             if breaker is not None and permit is not None:
                 breaker.finish(permit, 0.0, IGNORED)
             raise
-        seconds = self._attempt_seconds(spec, None)
         timer = deadline(seconds) if seconds is not None else contextlib.nullcontext()
         timer.__enter__()
         entry = (breaker, permit, slots, slot, timer, self.clock())
@@ -583,6 +583,7 @@ class Guard:
         if spec.mode == "off":
             self._entered.set((*self._entered.get(), ()))
             return self
+        seconds = self._attempt_seconds(spec, None)
         breaker = self.breaker if spec.use_breaker else None
         permit: Permit | None = await breaker.aacquire() if breaker is not None else None
         try:
@@ -592,7 +593,6 @@ class Guard:
             if breaker is not None and permit is not None:
                 await breaker.afinish(permit, 0.0, IGNORED)
             raise
-        seconds = self._attempt_seconds(spec, None)
         timer = deadline(seconds) if seconds is not None else contextlib.nullcontext()
         timer.__enter__()
         entry = (breaker, permit, slots, slot, timer, self.clock())

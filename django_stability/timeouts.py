@@ -29,6 +29,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import re
 import threading
 import time
@@ -213,6 +214,16 @@ def run_in_thread(
     return cast(R, outcome.value)
 
 
+def _after_fork() -> None:
+    # Threads do not survive a fork: the child starts with none running.
+    global _threads_lock, _threads_running
+    _threads_lock = threading.Lock()
+    _threads_running = 0
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def running_threads() -> int:
     """Worker threads of ``timeout()`` running now in this process (abandoned ones included)."""
     return _threads_running
@@ -329,14 +340,13 @@ def _database_deadline(
     left = remaining()
     connection = context["connection"]
     state: dict[str, int | None] = connection.__dict__.setdefault("_stability_timeouts", {})
-    cursor = context["cursor"].cursor  # the DB-API cursor: no wrappers, no recursion
     if left is None:
         if state.get("set") is not None:
-            cursor.execute("SET statement_timeout TO DEFAULT")
+            _run(connection, "SET statement_timeout TO DEFAULT")
             state["set"] = None
         return execute(sql, params, many, context)
     try:
-        return _execute_within(execute, sql, params, many, context, cursor, state, left)
+        return _execute_within(execute, sql, params, many, context, state, left)
     except BaseException:
         # A rolled-back transaction takes our SET with it: do not trust what we set.
         state["set"] = _UNKNOWN
@@ -353,27 +363,35 @@ def _execute_within(
     params: Any,
     many: bool,
     context: dict[str, Any],
-    cursor: Any,
     state: dict[str, int | None],
     left: float,
 ) -> Any:
     if left <= 0:
         raise DeadlineExceeded("No time left before the deadline to run this query.")
+    connection = context["connection"]
     if "default" not in state:
-        cursor.execute("SHOW statement_timeout")
-        state["default"] = parse_pg_duration(str(cursor.fetchone()[0]))
+        state["default"] = parse_pg_duration(str(_run(connection, "SHOW statement_timeout")))
     wanted = max(1, int(left * 1000))
     default = state["default"] or 0
     if default and default <= wanted:
         # The connection's own statement_timeout is the tighter bound already.
         if state.get("set") is not None:
-            cursor.execute("SET statement_timeout TO DEFAULT")
+            _run(connection, "SET statement_timeout TO DEFAULT")
             state["set"] = None
         return execute(sql, params, many, context)
     if state.get("set") != wanted:
-        cursor.execute(f"SET statement_timeout = {int(wanted)}")
+        _run(connection, f"SET statement_timeout = {int(wanted)}")
         state["set"] = wanted
     return execute(sql, params, many, context)
+
+
+def _run(connection: Any, sql: str) -> Any:
+    """Run ``sql`` on a cursor of its own (the query's may be a server-side cursor), without
+    Django's wrappers; the first column of the first row, if any."""
+    with connection.connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone() if cursor.description else None
+    return None if row is None else row[0]
 
 
 def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:

@@ -186,3 +186,13 @@ def test_the_deadline_bounds_redis_socket_waits(private_redis: PrivateRedis) -> 
     finally:
         private_redis.resume()
     assert client.get("k") == b"v"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deadline_applies_to_server_side_cursors_too() -> None:
+    from django.contrib.auth.models import Group
+
+    Group.objects.bulk_create(Group(name=f"g{i}") for i in range(5))
+    with deadline(5), transaction.atomic():
+        # .iterator() runs on a named (server-side) cursor: SET must not go through it.
+        assert len(list(Group.objects.iterator(chunk_size=2))) == 5
