@@ -41,7 +41,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import inspect
 import itertools
 import logging
 import math
@@ -57,6 +56,7 @@ from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
 from . import signals
+from .callables import is_async
 from .conf import settings, settings_reset
 from .exceptions import BreakerOpen, BulkheadFull
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
@@ -975,7 +975,7 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call goes through the breaker."""
         remember_guarded(fn)
-        if inspect.iscoroutinefunction(fn):
+        if is_async(fn):
             acall = self.acall
 
             @functools.wraps(fn)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import signals
+from .callables import is_async
 from .conf import settings_reset
 from .exceptions import BulkheadFull, StoreUnavailable
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
@@ -354,7 +354,7 @@ class Bulkhead:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call holds a slot while it runs."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -47,7 +47,6 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from django.core.exceptions import ValidationError
 
-# (By name: the package's ``bulkhead`` and ``guard`` are the functions, not these modules.)
 from .breaker import (
     FAILURE,
     IGNORED,
@@ -62,6 +61,9 @@ from .breaker import (
 from .breaker import register_spec as register_breaker_spec
 from .bulkhead import Bulkhead, Slot, get_bulkhead
 from .bulkhead import register_spec as register_bulkhead_spec
+
+# (By name: the package's ``bulkhead`` and ``guard`` are the functions, not these modules.)
+from .callables import is_async
 from .conf import settings_reset
 from .exceptions import BreakerOpen, BulkheadFull, DeadlineExceeded, StabilityError
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
@@ -527,7 +529,7 @@ class Guard:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async)."""
         remember_guarded(fn)
-        if inspect.iscoroutinefunction(fn):
+        if is_async(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

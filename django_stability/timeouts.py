@@ -41,6 +41,7 @@ from django.db.backends.signals import connection_created
 
 from .bulkhead import Bulkhead, get_bulkhead
 from .bulkhead import register_spec as register_bulkhead
+from .callables import is_async
 from .conf import settings
 from .exceptions import BulkheadFull, DeadlineExceeded
 
@@ -272,7 +273,7 @@ class timeout:
         return await await_within(fn(*args, **kwargs), self.seconds, name=_name_of(fn))
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(fn):
+        if is_async(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -338,3 +338,40 @@ def test_off_calls_straight_through_and_bad_values_are_refused() -> None:
         guard("bad-budget", retry_budget=5)
     with pytest.raises(ValueError, match="a callable or 'last_good'"):
         guard("bad-fallback", fallback="cached")
+
+
+def test_every_decorator_takes_any_callable_sync_or_async() -> None:
+    import functools
+
+    from django_stability import timeout
+
+    class AsyncCallable:
+        async def __call__(self, x: int) -> int:
+            await asyncio.sleep(0)
+            return x
+
+    class Task:
+        """Shaped like a Celery task: an instance with a name and __call__."""
+
+        name = "shop.tasks.add"
+
+        def __call__(self, x: int, y: int) -> int:
+            return x + y
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def add_later(x: int, y: int) -> int:
+        return x + y
+
+    decorators = [
+        circuit_breaker("any-callable"),
+        bulkhead("any-callable"),
+        guard("any-callable"),
+        timeout(2),
+    ]
+    for decorate in decorators:
+        assert asyncio.run(decorate(AsyncCallable())(3)) == 3
+        assert decorate(Task())(1, 2) == 3
+        assert decorate(functools.partial(add, 1))(2) == 3
+        assert asyncio.run(decorate(functools.partial(add_later, 1))(2)) == 3
