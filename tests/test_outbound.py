@@ -17,18 +17,36 @@ from django.test import override_settings
 from django_stability import BreakerOpen, circuit_breaker, guard, timeout
 from django_stability.breaker import OPEN
 from django_stability.outbound import (
+    GuardedSession,
     Resolver,
     async_httpx_client,
     guard_name,
     httpx_client,
     resolver,
-    session,
 )
+from django_stability.outbound import session as new_session
 from tests.http_servers import Dependency, HungServer
 
 # Time bounds asserted with a margin for a shared, noisy 2-core machine; each is far
 # below the wait it replaces (the hung server never answers at all).
 MARGIN = 0.4
+
+
+_opened: list[Any] = []
+
+
+def session(**kwargs: Any) -> GuardedSession:
+    """A session closed when the test ends: its pooled sockets must not outlive the servers."""
+    made = new_session(**kwargs)
+    _opened.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 @pytest.fixture
@@ -168,7 +186,9 @@ def test_a_hung_resolver_does_not_hold_a_request(monkeypatch: pytest.MonkeyPatch
         assert isinstance(error, requests.ConnectionError)
         assert "resolve" in str(error)
         assert took < 0.2 + MARGIN
-        error, took = timed(lambda: httpx_client().get("http://payments.invalid/charge"))
+        client = httpx_client()
+        _opened.append(client)
+        error, took = timed(lambda: client.get("http://payments.invalid/charge"))
         assert isinstance(error, httpx.ConnectError)
         assert took < 0.2 + MARGIN
     release.set()
@@ -223,3 +243,4 @@ def test_the_book_example_rewritten_with_guard(
     for _ in range(20):
         assert example.get_user_profile(7) == {"id": 7, "name": "user 7"}
     assert dependency.hits["/users/7"] == reached  # open: served from the cache, not called
+    example.http.close()
