@@ -1,9 +1,9 @@
 """django-stability: keeps a Django site up when the things around it fail.
 
 The public face of the package: the decorators and helpers of every part, and
-the exceptions. The parts are imported on first use of one of their names, so
+the exceptions. Most parts are imported on first use of one of their names, so
 that importing the package (as ``INSTALLED_APPS`` does, before Django is set up)
-loads nothing else and creates no import cycle.
+loads little and creates no import cycle.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
+    BreakerOpen,
+    BulkheadFull,
     CacheWaitTimeout,
     ClientDenied,
+    DeadlineExceeded,
     Overloaded,
     QueueFull,
     RateLimited,
@@ -30,8 +33,11 @@ if TYPE_CHECKING:
     from .ratelimit import policy_rate, rate_limit
 
 __all__ = [
+    "BreakerOpen",
+    "BulkheadFull",
     "CacheWaitTimeout",
     "ClientDenied",
+    "DeadlineExceeded",
     "Overloaded",
     "QueueFull",
     "RateLimited",
@@ -39,12 +45,16 @@ __all__ = [
     "StoreUnavailable",
     "TooManyJobs",
     "background_job",
+    "bulkhead",
     "cached",
+    "circuit_breaker",
     "concurrency_limit",
     "concurrency_slot",
     "feature_enabled",
+    "guard",
     "policy_rate",
     "rate_limit",
+    "timeout",
 ]
 
 #: Public name -> the module of this package that defines it.
@@ -57,6 +67,15 @@ _LAZY = {
     "cached": "cache",
     "background_job": "jobs",
 }
+
+
+# ``bulkhead`` and ``guard`` are both modules and the public functions they
+# define; importing them here, once, makes the package attribute the function
+# (a later import of the module finds it loaded and leaves the attribute alone).
+from .breaker import circuit_breaker  # noqa: E402
+from .bulkhead import bulkhead  # noqa: E402
+from .guard import guard  # noqa: E402
+from .timeouts import timeout  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

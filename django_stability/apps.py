@@ -14,6 +14,9 @@ PARTS = (
     "django_stability.brownout",
     "django_stability.cache",
     "django_stability.jobs",
+    "django_stability.breaker",
+    "django_stability.bulkhead",
+    "django_stability.guard",
 )
 
 

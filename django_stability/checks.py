@@ -976,6 +976,162 @@ def check_job_urls(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return []
 
 
+# Integration points (W030-W039) ------------------------------------------------------
+
+_PG_SETTINGS = (
+    (
+        "statement_timeout",
+        "django_stability.W030",
+        "a query that hangs (a lock, a runaway plan) holds its worker until it ends",
+    ),
+    (
+        "lock_timeout",
+        "django_stability.W031",
+        "a query waiting for a lock queues behind it; the queue fills the connection pool and "
+        "every worker waits (the book's 'database lock' cascade)",
+    ),
+)
+
+
+def postgresql_missing_timeouts(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Which of statement_timeout, lock_timeout and connect_timeout a PostgreSQL DATABASES
+    entry leaves unset (in OPTIONS, or in PGOPTIONS / PGCONNECT_TIMEOUT)."""
+    options = config.get("OPTIONS") or {}
+    server_options = f"{options.get('options', '')} {environ.get('PGOPTIONS', '')}"
+    missing = [name for name, _, _ in _PG_SETTINGS if name not in server_options]
+    if options.get("connect_timeout") in (None, "", 0) and not environ.get("PGCONNECT_TIMEOUT"):
+        missing.append("connect_timeout")
+    return missing
+
+
+def check_database_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W030-W032: PostgreSQL connections without statement, lock or connect timeouts."""
+    import os
+
+    return database_timeout_messages(settings.DATABASES, os.environ)
+
+
+def database_timeout_messages(
+    databases: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
+) -> list[checks.CheckMessage]:
+    found: list[checks.CheckMessage] = []
+    for alias, config in databases.items():
+        if "postgresql" not in str(config.get("ENGINE", "")):
+            continue
+        missing = postgresql_missing_timeouts(config, environ)
+        for name, check_id, why in _PG_SETTINGS:
+            if name in missing:
+                found.append(
+                    checks.Warning(
+                        f"The PostgreSQL database {alias!r} sets no {name}: {why}.",
+                        hint=f"Add '-c {name}=5000' (milliseconds; pick yours) to "
+                        f"DATABASES[{alias!r}]['OPTIONS']['options']. If the server or the role "
+                        f"sets it already, silence {check_id}.",
+                        obj=f"DATABASES[{alias!r}]",
+                        id=check_id,
+                    )
+                )
+        if "connect_timeout" in missing:
+            found.append(
+                checks.Warning(
+                    f"The PostgreSQL database {alias!r} sets no connect_timeout: while the "
+                    "server cannot be reached, each new connection waits for the operating "
+                    "system to give up (minutes).",
+                    hint=f"Set DATABASES[{alias!r}]['OPTIONS']['connect_timeout'] = 3 (seconds).",
+                    obj=f"DATABASES[{alias!r}]",
+                    id="django_stability.W032",
+                )
+            )
+    return found
+
+
+_REQUESTS_VERBS = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "request"})
+
+
+def requests_calls_without_timeout(function: Any) -> list[tuple[int, str]]:
+    """``(line, verb)`` of each ``requests.<verb>(...)`` in ``function`` with no timeout."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        first_line = inspect.getsourcelines(function)[1]
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        target = node.func.value
+        if not (isinstance(target, ast.Name) and target.id == "requests"):
+            continue
+        if node.func.attr not in _REQUESTS_VERBS:
+            continue
+        names = {keyword.arg for keyword in node.keywords}
+        if "timeout" in names or None in names:  # None: **kwargs may carry one
+            continue
+        found.append((first_line + node.lineno - 1, node.func.attr))
+    return found
+
+
+def check_requests_without_timeout(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W033: code under a breaker or a guard calls requests without a timeout."""
+    from .breaker import guarded_functions
+
+    found: list[checks.CheckMessage] = []
+    for function in guarded_functions():
+        for line, verb in requests_calls_without_timeout(function):
+            where = f"{function.__module__}.{function.__qualname__}"
+            found.append(
+                checks.Warning(
+                    f"{where} (line {line}) calls requests.{verb}() without a timeout: "
+                    "requests waits without end for a server that does not answer, and the "
+                    "guard's deadline does not reach it.",
+                    hint="Pass timeout=(connect, read), or use django_stability.outbound."
+                    "session(), whose calls always have timeouts and follow the deadline.",
+                    obj=where,
+                    id="django_stability.W033",
+                )
+            )
+    return found
+
+
+def check_cluster_scope_on_a_local_store(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W034: cluster-scope breakers or bulkheads while the store lives in each process."""
+    from .breaker import BreakerSpec
+    from .bulkhead import BulkheadSpec
+    from .policies import registry
+
+    try:
+        if settings.STORE != "local":
+            return []
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    specs: list[BreakerSpec | BulkheadSpec] = [
+        *registry.all(BreakerSpec),
+        *registry.all(BulkheadSpec),
+    ]
+    names = [f"{spec.kind} {spec.name!r}" for spec in specs if spec.scope == "cluster"]
+    if not names:
+        return []
+    return [
+        checks.Warning(
+            f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} cluster scope, but "
+            "STABILITY['STORE'] is 'local': each process keeps its own state, so the verdict "
+            "and the limits are per process.",
+            hint="Configure a Redis store (STORE_URL or a django-redis cache), or use "
+            "scope='process'.",
+            id="django_stability.W034",
+        )
+    ]
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -1004,6 +1160,9 @@ ALL_CHECKS = (
     check_job_prefetch,
     check_acks_late_bound,
     check_job_urls,
+    check_database_timeouts,
+    check_requests_without_timeout,
+    check_cluster_scope_on_a_local_store,
 )
 
 

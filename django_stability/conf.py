@@ -92,6 +92,21 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_PROBE_TIMEOUT": 0.5,
     "JOBS_POLL_INTERVAL": 2,
     "JOBS_LOST_GRACE": 60.0,
+    # Circuit breakers, bulkheads, timeouts and guards (integration points).
+    # The longest a process trusts its cached verdict of a cluster breaker (at most 1 s).
+    "BREAKER_CLUSTER_REFRESH": 1.0,
+    # Outbound HTTP helpers: timeouts used when a call does not give its own.
+    "GUARD_CONNECT_TIMEOUT": 3.05,
+    "GUARD_READ_TIMEOUT": 10.0,
+    # Name resolution of guarded hosts: the longest it may take, and how long answers are kept.
+    "GUARD_DNS_TIMEOUT": 2.0,
+    "GUARD_DNS_CACHE_TTL": 60.0,
+    # Pass the deadline of guarded code to PostgreSQL as statement_timeout.
+    "GUARD_DATABASE_DEADLINES": True,
+    # Worker threads timeout() may run abandoned (timed-out) work in, per process.
+    "GUARD_TIMEOUT_THREADS": 32,
+    # The cache that keeps the last good value of guards with fallback="last_good".
+    "GUARD_FALLBACK_CACHE": "default",
 }
 
 
@@ -320,6 +335,38 @@ class Settings:
     def JOBS_LOST_GRACE(self) -> float:
         return float(self._get("JOBS_LOST_GRACE"))
 
+    @property
+    def BREAKER_CLUSTER_REFRESH(self) -> float:
+        return float(self._get("BREAKER_CLUSTER_REFRESH"))
+
+    @property
+    def GUARD_CONNECT_TIMEOUT(self) -> float:
+        return float(self._get("GUARD_CONNECT_TIMEOUT"))
+
+    @property
+    def GUARD_READ_TIMEOUT(self) -> float:
+        return float(self._get("GUARD_READ_TIMEOUT"))
+
+    @property
+    def GUARD_DNS_TIMEOUT(self) -> float:
+        return float(self._get("GUARD_DNS_TIMEOUT"))
+
+    @property
+    def GUARD_DNS_CACHE_TTL(self) -> float:
+        return float(self._get("GUARD_DNS_CACHE_TTL"))
+
+    @property
+    def GUARD_DATABASE_DEADLINES(self) -> bool:
+        return bool(self._get("GUARD_DATABASE_DEADLINES"))
+
+    @property
+    def GUARD_TIMEOUT_THREADS(self) -> int:
+        return int(self._get("GUARD_TIMEOUT_THREADS"))
+
+    @property
+    def GUARD_FALLBACK_CACHE(self) -> str:
+        return str(self._get("GUARD_FALLBACK_CACHE"))
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -356,6 +403,11 @@ class Settings:
     @property
     def AUTH_USER_MODEL(self) -> str:
         return str(getattr(django_settings, "AUTH_USER_MODEL", "auth.User"))
+
+    @property
+    def DATABASES(self) -> Mapping[str, Mapping[str, Any]]:
+        value: Mapping[str, Mapping[str, Any]] = getattr(django_settings, "DATABASES", {})
+        return value
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -409,6 +461,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "JOBS_PROBE_TIMEOUT": (int, float),
     "JOBS_POLL_INTERVAL": (int,),
     "JOBS_LOST_GRACE": (int, float),
+    "BREAKER_CLUSTER_REFRESH": (int, float),
+    "GUARD_CONNECT_TIMEOUT": (int, float),
+    "GUARD_READ_TIMEOUT": (int, float),
+    "GUARD_DNS_TIMEOUT": (int, float),
+    "GUARD_DNS_CACHE_TTL": (int, float),
+    "GUARD_DATABASE_DEADLINES": (bool,),
+    "GUARD_TIMEOUT_THREADS": (int,),
+    "GUARD_FALLBACK_CACHE": (str,),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -448,6 +508,12 @@ _POSITIVE = {
     "JOBS_PROBE_TIMEOUT",
     "JOBS_POLL_INTERVAL",
     "JOBS_LOST_GRACE",
+    "BREAKER_CLUSTER_REFRESH",
+    "GUARD_CONNECT_TIMEOUT",
+    "GUARD_READ_TIMEOUT",
+    "GUARD_DNS_TIMEOUT",
+    "GUARD_DNS_CACHE_TTL",
+    "GUARD_TIMEOUT_THREADS",
 }
 
 

@@ -121,3 +121,24 @@ class TooManyJobs(StabilityError):
 
     status_code = 429
     default_message = "You already have as many jobs of this kind running as allowed."
+
+
+class BreakerOpen(StabilityError):
+    """A circuit breaker refused the call: its dependency is failing (HTTP 503).
+
+    ``retry_after`` is the time left in the open state, when it is known.
+    """
+
+    default_message = "A dependency of this service is failing; calls to it are paused."
+
+
+class BulkheadFull(StabilityError):
+    """A bulkhead refused the call: the calls allowed at once are all in progress (HTTP 503)."""
+
+    default_message = "Too many calls to a dependency are in progress; try again shortly."
+
+
+class DeadlineExceeded(StabilityError, TimeoutError):
+    """A call ran out of time (HTTP 503); also a built-in ``TimeoutError``."""
+
+    default_message = "A dependency of this service did not answer in time."

@@ -48,3 +48,17 @@ job_finished = Signal()
 #: ``name`` is the job's name, ``reason`` is "queue_full", "too_many" or
 #: "broker_unreachable".
 job_refused = Signal()
+
+#: A circuit breaker changed state, as this process sees it: ``name``, ``state``
+#: and ``previous`` ("closed", "open", "half_open"), ``scope`` ("process" or
+#: "cluster"), ``reason`` (a few words), ``failure_rate`` and ``slow_call_rate``
+#: (percent, None when not measured), ``calls`` (in the window), ``wait`` (seconds
+#: the open state lasts, None unless opening), ``shadow`` (True in metrics-only
+#: mode: the breaker would have done this, and lets calls through anyway) and
+#: ``observed`` (True when another process made the transition and this one
+#: learnt it from the store).
+breaker_state_changed = Signal()
+
+#: A bulkhead refused a call (or, with ``shadow=True``, would have): ``name``,
+#: ``limit``, ``scope``.
+bulkhead_full = Signal()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,27 @@ def free_port() -> int:
     port = get_port(None)
     assert port is not None
     return int(port)
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free too.
+
+    A Redis Cluster node also listens on its port + 10000, which lands in the
+    range of the ephemeral ports other tests' client sockets use.
+    """
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return port
+    raise RuntimeError("no free port with a free cluster bus port")
 
 
 class PrivateRedis:
@@ -122,11 +144,18 @@ class RedisClusterOnLoopback:
     """Three Redis masters in cluster mode on free loopback ports."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.ports = [free_port() for _ in range(masters)]
+        self.ports = [free_cluster_port() for _ in range(masters)]
         self.datadir = Path(tempfile.mkdtemp(prefix="stab-cluster-"))
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> RedisClusterOnLoopback:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()  # never leave half a cluster running
+            raise
+
+    def _start(self) -> RedisClusterOnLoopback:
         for port in self.ports:
             node_dir = self.datadir / str(port)
             node_dir.mkdir()
