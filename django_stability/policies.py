@@ -316,6 +316,7 @@ class Registry:
         self._refresh_lock = threading.Lock()
         self._warned: set[str] = set()
         self._pending_bump = False
+        self._db_failures = 0
 
     # Kinds and code defaults -------------------------------------------------
 
@@ -510,8 +511,15 @@ class Registry:
                 logger.error(
                     "Could not read the policy table (%s); deciding from the last snapshot.", exc
                 )
+            # Look again later and later (up to a minute), not every refresh:
+            # a database that is down should not get a failing query per second
+            # from every process.
+            self._db_failures += 1
+            backoff = min(60.0, settings.POLICY_REFRESH * 2 ** min(self._db_failures, 6))
+            self._next_check = self.clock() + backoff
             return
         self._warned.discard("db")
+        self._db_failures = 0
         self._snapshot = Snapshot(generation, rows, loaded=True)
         self._changed()
         signals.policies_reloaded.send(sender=Registry, generation=generation, count=len(rows))
@@ -554,6 +562,7 @@ class Registry:
         self._snapshot = Snapshot(None, {})
         self._next_check = 0.0
         self._warned.clear()
+        self._db_failures = 0
         self._changed()
 
 

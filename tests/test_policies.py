@@ -201,3 +201,34 @@ def test_policies_from_settings_are_validated_at_lookup(db: Any, settings: Any) 
         "POLICIES": {"ratelimit": {"bad": {"rate": "fast"}}},
     }
     assert registry.get(RateLimitSpec, "bad") is None
+
+
+def test_an_unreadable_database_is_asked_again_later_and_later(db: Any) -> None:
+    class Clock:
+        now = 100.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    registry.clock = clock
+    try:
+        registry.reset()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE django_stability_policy RENAME TO django_stability_policy_away"
+            )
+        with connection.cursor() as cursor:
+            cursor.execute("SAVEPOINT before_reads")
+        waits = []
+        for _ in range(4):
+            clock.now = registry._next_check
+            started = clock.now
+            registry.get(RateLimitSpec, "x")
+            waits.append(registry._next_check - started)
+            with connection.cursor() as cursor:
+                cursor.execute("ROLLBACK TO SAVEPOINT before_reads")
+        assert waits == sorted(waits)
+        assert waits[-1] > waits[0] * 4
+    finally:
+        registry.clock = time.monotonic

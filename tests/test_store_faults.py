@@ -154,3 +154,16 @@ def test_killed_and_restarted_redis(private_redis: PrivateRedis) -> None:
     while store.rate_limit([limit]).degraded and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not store.rate_limit([limit]).degraded
+
+
+def test_a_command_error_answers_locally_without_opening_the_breaker(
+    private_redis: PrivateRedis,
+) -> None:
+    store = store_on(private_redis)
+    # A key of another type makes Redis refuse the command (WRONGTYPE): that is
+    # no outage, so the breaker must stay closed however often it happens.
+    private_redis.client().lpush(store.primary.key("typed"), "x")  # type: ignore[attr-defined]
+    for _ in range(10):
+        assert store.incr("typed", 1, ttl=10) >= 1
+    assert store.breaker.state == "closed"
+    assert store.get("other") is None

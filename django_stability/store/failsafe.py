@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import signals
 from .base import LeaseResult, Limit, QueueResult, RateDecision, Store
@@ -25,8 +27,13 @@ logger = logging.getLogger("django_stability.store")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
-#: What counts as the store failing: any Redis error, and socket errors.
+#: What makes a call fall back to the local store: any Redis error, and socket errors.
 FAILURES = (RedisError, OSError)
+#: What counts toward opening the store's breaker: Redis unreachable, hung or
+#: loading. An error in the command itself (a wrong type, a script error) is
+#: answered from the local store and logged, but says nothing about Redis being
+#: down, so it does not move the breaker.
+OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 T = TypeVar("T")
 
@@ -133,8 +140,10 @@ class FailsafeStore(Store):
         if self.breaker.allow():
             try:
                 result = call(self.primary)
-            except FAILURES as exc:
+            except OUTAGES as exc:
                 self.breaker.record_failure(exc)
+            except FAILURES as exc:
+                logger.error("Shared-state store command failed (%s); answered locally.", exc)
             else:
                 self.breaker.record_success()
                 return result
