@@ -492,6 +492,11 @@ _TICKETS = "_stability_tickets"
 class ConcurrencyGate:
     """Routed concurrency limits and waiting rooms, after admission (one round trip each)."""
 
+    def may_block(self, request: HttpRequest) -> bool:
+        """True when a routed limit covers the request: entering and leaving call the store."""
+        index = concurrency_index()
+        return bool(index) and bool(index.match(request))
+
     def enter(self, request: HttpRequest) -> HttpResponseBase | None:
         index = concurrency_index()
         if not index:

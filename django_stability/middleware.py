@@ -93,7 +93,8 @@ class StabilityMiddleware:
         if registry.refresh_due():
             # The refresh may read the database, which async code must not do.
             await sync_to_async(registry.refresh_if_due, thread_sensitive=True)()
-        if self._may_block(request):
+        blocking = self._may_block(request)
+        if blocking:
             # The store call must not hold the event loop; the decision path is the same.
             entered, refusal = await sync_to_async(self._enter, thread_sensitive=False)(request)
         else:
@@ -104,7 +105,11 @@ class StabilityMiddleware:
         try:
             response = await self.get_response(request)  # type: ignore[misc]
         finally:
-            self._leave(entered, request, response)
+            if blocking:
+                # Giving back a lease is a store call too.
+                await sync_to_async(self._leave, thread_sensitive=False)(entered, request, response)
+            else:
+                self._leave(entered, request, response)
         assert response is not None
         return response
 

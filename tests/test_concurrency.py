@@ -201,3 +201,34 @@ def test_a_killed_holder_frees_its_slot_within_the_lease_ttl() -> None:
     registry.register(spec)
     with concurrency_slot("crash"):
         pass
+
+
+async def test_async_requests_take_and_give_back_leases_off_the_event_loop(
+    async_client: Any,
+) -> None:
+    """Under ASGI a routed limit's store calls run in a worker thread, never on the loop."""
+    import threading
+
+    store = get_store()
+    callers: list[int] = []
+    acquire, release = store.acquire_lease, store.release_lease
+
+    def spy_acquire(*args: Any, **kwargs: Any) -> Any:
+        callers.append(threading.get_ident())
+        return acquire(*args, **kwargs)
+
+    def spy_release(*args: Any, **kwargs: Any) -> Any:
+        callers.append(threading.get_ident())
+        return release(*args, **kwargs)
+
+    store.acquire_lease = spy_acquire  # type: ignore[method-assign]
+    store.release_lease = spy_release  # type: ignore[method-assign]
+    try:
+        spec = ConcurrencySpec(name="async-pages", path_prefixes=("/acritical/",), limit=2)
+        with override_policy(spec):
+            response = await async_client.get("/acritical/")
+    finally:
+        store.acquire_lease, store.release_lease = acquire, release  # type: ignore[method-assign]
+    assert response.status_code == 200
+    assert len(callers) >= 2  # taken and given back
+    assert threading.get_ident() not in callers
