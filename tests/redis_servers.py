@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from port_for import get_port
@@ -224,3 +225,28 @@ def _wait_for(port: int, timeout: float = 20.0) -> None:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise RuntimeError(f"redis-server on port {port} did not start")
+
+
+def count_connects(pool: redis.ConnectionPool) -> list[int]:
+    """Count the socket connects ``pool`` makes from now on (``counter[0]``).
+
+    The pool's open connections are dropped first, so that every later use has
+    to connect: a count of 0 proves that no network I/O was attempted.
+    """
+    counter = [0]
+    original = pool.make_connection
+
+    def make_connection() -> Any:
+        connection = original()
+        connect = connection.connect
+
+        def counted() -> None:
+            counter[0] += 1
+            connect()
+
+        connection.connect = counted  # type: ignore[method-assign]
+        return connection
+
+    pool.make_connection = make_connection  # type: ignore[method-assign]
+    pool.disconnect()
+    return counter

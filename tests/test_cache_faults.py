@@ -14,7 +14,8 @@ import pytest
 
 from django_stability.cache import CacheSpec, StampedeProtectedRedisCache
 from django_stability.policies import registry
-from tests.redis_servers import PrivateRedis
+from tests.redis_servers import PrivateRedis, count_connects
+from tests.timing import timed
 
 pytestmark = pytest.mark.slow
 
@@ -36,32 +37,9 @@ def faulty(settings: Any, private_redis: PrivateRedis) -> StampedeProtectedRedis
     return StampedeProtectedRedisCache(private_redis.url, {"KEY_PREFIX": uuid.uuid4().hex[:6]})
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    result = call()
-    return result, time.monotonic() - start
-
-
-def count_connects(cache: StampedeProtectedRedisCache) -> list[int]:
+def count_cache_connects(cache: StampedeProtectedRedisCache) -> list[int]:
     """Count the socket connects the cache's pool makes from now on."""
-    pool = cache.client.get_client(write=True).connection_pool
-    counter = [0]
-    original = pool.make_connection
-
-    def make_connection() -> Any:
-        connection = original()
-        connect = connection.connect
-
-        def counted() -> None:
-            counter[0] += 1
-            connect()
-
-        connection.connect = counted
-        return connection
-
-    pool.make_connection = make_connection
-    pool.disconnect()
-    return counter
+    return count_connects(cache.client.get_client(write=True).connection_pool)
 
 
 def test_the_connection_has_short_timeouts_and_no_retries(
@@ -94,7 +72,7 @@ def test_get_or_set_returns_the_computed_value_and_no_call_waits_longer_than_the
     assert home.breaker.state == "open"
     # Open: protected calls do no network I/O, and values computed meanwhile are
     # served from this process.
-    connects = count_connects(faulty)
+    connects = count_cache_connects(faulty)
     calls = []
     for _ in range(20):
         assert faulty.get_or_set("k0", lambda: calls.append(1) or "again", 60) == "v0"

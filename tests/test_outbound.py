@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from django_stability.outbound import (
 )
 from django_stability.outbound import session as new_session
 from tests.http_servers import Dependency, HungServer
+from tests.timing import timed_outcome
 
 # Time bounds asserted with a margin for a shared, noisy 2-core machine; each is far
 # below the wait it replaces (the hung server never answers at all).
@@ -67,14 +67,6 @@ def hung() -> Iterator[HungServer]:
         server.close()
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    try:
-        return call(), time.monotonic() - start
-    except BaseException as error:
-        return error, time.monotonic() - start
-
-
 @pytest.mark.slow
 def test_a_slow_dependency_opens_the_breaker_on_slow_call_rate(dependency: Dependency) -> None:
     """Every answer is a 200, only slow: the breaker opens on the slow-call rate."""
@@ -93,7 +85,7 @@ def test_a_slow_dependency_opens_the_breaker_on_slow_call_rate(dependency: Depen
     breaker = circuit_breaker(host)
     assert breaker.state == OPEN
     assert breaker.metrics().slow_call_rate == 100.0
-    error, took = timed(lambda: http.get(dependency.url("/slow?seconds=0.3")))
+    error, took = timed_outcome(lambda: http.get(dependency.url("/slow?seconds=0.3")))
     assert isinstance(error, BreakerOpen)
     assert took < 0.05 + MARGIN  # refused at once, without waiting for the slow answer
     assert dependency.hits["/slow"] == 4  # the refused call never reached it
@@ -102,7 +94,7 @@ def test_a_slow_dependency_opens_the_breaker_on_slow_call_rate(dependency: Depen
 def test_every_call_has_a_timeout_by_default(hung: HungServer) -> None:
     guard(guard_name("127.0.0.1"), retries=0)
     with override_settings(STABILITY={"GUARD_READ_TIMEOUT": 0.2, "GUARD_CONNECT_TIMEOUT": 0.2}):
-        error, took = timed(lambda: session().get(hung.url))
+        error, took = timed_outcome(lambda: session().get(hung.url))
     assert isinstance(error, requests.ReadTimeout)
     assert took < 0.2 + MARGIN
 
@@ -111,7 +103,7 @@ def test_the_deadline_in_force_caps_the_timeouts(hung: HungServer) -> None:
     guard(guard_name("127.0.0.1"), retries=0)
     http = session(timeout=(10, 10))
     with timeout(0.2):
-        error, took = timed(lambda: http.get(hung.url))
+        error, took = timed_outcome(lambda: http.get(hung.url))
     assert isinstance(error, requests.ReadTimeout)
     assert took < 0.2 + MARGIN
 
@@ -161,10 +153,10 @@ def test_name_resolution_is_bounded_and_serves_stale_answers() -> None:
     bounded = Resolver(lookup=lookup, clock=lambda: now[0])
     assert bounded.address("api.example.com", 443, timeout=0.2) == "10.1.2.3"
     now[0] += 600  # the answer is stale now; the next lookup hangs
-    address, took = timed(lambda: bounded.address("api.example.com", 443, timeout=0.2))
+    address, took = timed_outcome(lambda: bounded.address("api.example.com", 443, timeout=0.2))
     assert address == "10.1.2.3"  # the stale answer stands in
     assert took < 0.2 + MARGIN
-    error, took = timed(lambda: bounded.address("other.example.com", 443, timeout=0.2))
+    error, took = timed_outcome(lambda: bounded.address("other.example.com", 443, timeout=0.2))
     assert isinstance(error, socket.gaierror)
     assert took < 0.2 + MARGIN
     assert bounded.address("127.0.0.1", 80) == "127.0.0.1"  # an address needs no lookup
@@ -182,13 +174,13 @@ def test_a_hung_resolver_does_not_hold_a_request(monkeypatch: pytest.MonkeyPatch
     resolver.forget()
     guard(guard_name("payments.invalid"), retries=0)
     with override_settings(STABILITY={"GUARD_CONNECT_TIMEOUT": 0.2}):
-        error, took = timed(lambda: session().get("http://payments.invalid/charge"))
+        error, took = timed_outcome(lambda: session().get("http://payments.invalid/charge"))
         assert isinstance(error, requests.ConnectionError)
         assert "resolve" in str(error)
         assert took < 0.2 + MARGIN
         client = httpx_client()
         _opened.append(client)
-        error, took = timed(lambda: client.get("http://payments.invalid/charge"))
+        error, took = timed_outcome(lambda: client.get("http://payments.invalid/charge"))
         assert isinstance(error, httpx.ConnectError)
         assert took < 0.2 + MARGIN
     release.set()
@@ -208,7 +200,7 @@ def test_httpx_clients_are_guarded_too(dependency: Dependency, hung: HungServer)
         assert client.get(dependency.url("/fail")).status_code == 503
     assert dependency.hits["/fail"] == 2
     with timeout(0.2), httpx_client() as client:
-        error, took = timed(lambda: client.get(hung.url))
+        error, took = timed_outcome(lambda: client.get(hung.url))
     assert isinstance(error, httpx.ReadTimeout)
     assert took < 0.2 + MARGIN
 

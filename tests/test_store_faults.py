@@ -13,7 +13,8 @@ from django.test import override_settings
 
 from django_stability import signals
 from django_stability.store import FailsafeStore, Limit, RedisStore, get_store
-from tests.redis_servers import PrivateRedis
+from tests.redis_servers import PrivateRedis, count_connects
+from tests.timing import timed
 
 TIMEOUT = 0.2
 # Generous: the promise is "no longer than the socket timeout"; the margin is for
@@ -39,33 +40,9 @@ def store_on(server: PrivateRedis, **extra: Any) -> FailsafeStore:
     return store
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    result = call()
-    return result, time.monotonic() - start
-
-
-def count_connects(store: FailsafeStore) -> list[int]:
-    """Count socket connects made by the store's Redis client from now on."""
+def count_store_connects(store: FailsafeStore) -> list[int]:
     assert isinstance(store.primary, RedisStore)
-    pool = store.primary.client.connection_pool
-    counter = [0]
-    original = pool.make_connection
-
-    def make_connection() -> Any:
-        connection = original()
-        connect = connection.connect
-
-        def counted() -> None:
-            counter[0] += 1
-            connect()
-
-        connection.connect = counted
-        return connection
-
-    pool.make_connection = make_connection
-    pool.disconnect()
-    return counter
+    return count_connects(store.primary.client.connection_pool)
 
 
 @pytest.mark.parametrize("fault", ["refused", "hung", "slowed"])
@@ -91,7 +68,7 @@ def test_no_call_waits_longer_than_the_timeout_then_no_io(
     assert all(degraded)
     assert store.breaker.state == "open"
     # Open: decisions do no network I/O at all.
-    connects = count_connects(store)
+    connects = count_store_connects(store)
     for _ in range(50):
         store.rate_limit([limit])
         store.acquire_lease("slots", "me", 1, 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
 
 import pytest
 import redis
@@ -20,18 +19,11 @@ from django_stability.timeouts import (
     running_threads,
 )
 from tests.redis_servers import PrivateRedis
+from tests.timing import timed_outcome
 
 # The promises below are time bounds; the margin is for a shared, noisy 2-core
 # machine and stays far below the waits the timeouts cut short (2 s and more).
 MARGIN = 0.35
-
-
-def timed(call: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    try:
-        return call(), time.monotonic() - start
-    except BaseException as error:
-        return error, time.monotonic() - start
 
 
 def test_the_caller_is_released_at_the_deadline_and_abandoned_work_is_capped() -> None:
@@ -46,12 +38,12 @@ def test_the_caller_is_released_at_the_deadline_and_abandoned_work_is_capped() -
 
     bounded_call = timeout(0.1, bulkhead="abandoned")
     for tag in ("a", "b"):
-        error, took = timed(lambda tag=tag: bounded_call.call(stuck, tag))
+        error, took = timed_outcome(lambda tag=tag: bounded_call.call(stuck, tag))
         assert isinstance(error, DeadlineExceeded) and isinstance(error, TimeoutError)
         assert took < 0.1 + MARGIN
     # Two hung calls hold both slots: the third is refused at once, no new thread.
     threads_before = running_threads()
-    error, took = timed(lambda: bounded_call.call(stuck, "c"))
+    error, took = timed_outcome(lambda: bounded_call.call(stuck, "c"))
     assert isinstance(error, BulkheadFull)
     assert took < MARGIN
     assert running_threads() == threads_before
@@ -92,7 +84,7 @@ def test_a_coroutine_is_cancelled_at_the_deadline() -> None:
             cancelled.append(True)
             raise
 
-    error, took = timed(lambda: asyncio.run(slow()))
+    error, took = timed_outcome(lambda: asyncio.run(slow()))
     assert isinstance(error, DeadlineExceeded)
     assert took < 0.1 + MARGIN
     assert cancelled == [True]
@@ -131,7 +123,7 @@ def test_the_deadline_becomes_postgresql_statement_timeout() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")  # the connection exists, with its wrapper
         with deadline(0.3):
-            error, took = timed(lambda: cursor.execute("SELECT pg_sleep(3)"))
+            error, took = timed_outcome(lambda: cursor.execute("SELECT pg_sleep(3)"))
         assert isinstance(error, OperationalError)
         assert "statement timeout" in str(error)
         assert took < 0.3 + MARGIN
@@ -148,7 +140,7 @@ def test_a_rolled_back_transaction_does_not_leave_the_deadline_unset() -> None:
             cursor.execute("SELECT pg_sleep(3)")
         # The rollback undid our SET; the next query under a deadline sets it again.
         with deadline(0.3):
-            error, took = timed(lambda: cursor.execute("SELECT pg_sleep(3)"))
+            error, took = timed_outcome(lambda: cursor.execute("SELECT pg_sleep(3)"))
         assert isinstance(error, OperationalError)
         assert took < 0.3 + MARGIN
 
@@ -167,7 +159,7 @@ def test_the_deadline_bounds_redis_socket_waits(private_redis: PrivateRedis) -> 
     private_redis.hang()
     try:
         with deadline(0.3):
-            error, took = timed(lambda: client.get("k"))
+            error, took = timed_outcome(lambda: client.get("k"))
         assert isinstance(error, redis.TimeoutError)
         assert took < 0.3 + MARGIN  # not the connection's 10 s
         fresh = redis.Redis(
@@ -180,7 +172,7 @@ def test_the_deadline_bounds_redis_socket_waits(private_redis: PrivateRedis) -> 
             retry=None,
         )
         with deadline(0.3):
-            error, took = timed(lambda: fresh.ping())
+            error, took = timed_outcome(lambda: fresh.ping())
         assert isinstance(error, redis.TimeoutError)
         assert took < 0.3 + MARGIN
     finally:
