@@ -272,6 +272,8 @@ def test_store_unreachable_process_scope_state_and_bounded_waits(
         # (The window already held one success: the third failure makes 75%.)
         assert outcomes[:4] == ["failed", "failed", "failed", "refused"]
         assert outcomes.count("failed") >= 3 + 2  # the half-open probes got through too
-        assert store.degraded
+        # The store's failure was seen (the breaker then stops asking it, so the
+        # store's own breaker need not reach its threshold).
+        assert store.degraded or store.breaker.failures >= 1
         if fault == "hung":
             private_redis.resume()
