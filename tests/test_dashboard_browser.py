@@ -18,6 +18,8 @@ from django.contrib.auth.models import Permission, User
 from django_stability import bulkhead, circuit_breaker
 from django_stability.breaker import get_breaker
 from django_stability.models import BreakerPolicy, Job
+from django_stability.policies import registry
+from django_stability.ratelimit import RateLimitSpec, check
 from tests.browser import chromium, log_in, sign_in_as
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -109,6 +111,34 @@ def test_an_operator_forces_a_breaker_open_sees_it_and_resets_it(
     page.wait_for_selector('tr[data-breaker="payments"] [data-state="closed"]', timeout=WAIT_MS)
     assert "reset" in page.inner_text("#stability-message")
     assert get_breaker("payments").state == "closed"
+
+
+def test_charts_are_drawn_and_a_limited_key_is_reset_from_the_page(
+    page: Any, live_server: Any, fast_refresh: None
+) -> None:
+    registry.register(RateLimitSpec(name="login", rate="1/h"))
+    check("login", "203.0.113.7")
+    assert not check("login", "203.0.113.7").allowed
+    staff("operator", "view_dashboard", "change_ratelimitpolicy")
+    log_in(page, live_server.url, "operator", "pw-operator")
+    page.goto(f"{live_server.url}{PAGE}")
+    page.wait_for_selector("#stability-dashboard[data-ready]")
+    # Four charts, each a line per series over the window.
+    assert page.locator("svg.stability-chart").count() == 4
+    assert page.locator("svg.stability-chart polyline").count() == 12
+    assert "requests: " in page.inner_text("#stability-charts")
+    row = page.locator('tr[data-ratelimit="login"]')
+    assert "203.0.113.7" in row.inner_text()
+    row.locator('button[data-action="reset_key"]').click()
+    page.wait_for_function(
+        """() => !document.querySelector('tr[data-ratelimit="login"]')
+                   .innerText.includes('203.0.113.7')""",
+        timeout=WAIT_MS,
+    )
+    assert "(it had counters)" in page.inner_text("#stability-message")
+    assert check("login", "203.0.113.7").allowed
+    # No button for what this operator may not change.
+    assert page.locator('button[data-target="breaker"]').count() == 0
 
 
 def test_a_viewer_without_change_permission_sees_no_buttons(page: Any, live_server: Any) -> None:
