@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,11 +58,22 @@ def cache_states() -> dict[str, str]:
         return dict(_cache_states)
 
 
+# When this process last shed a request for its own backlog (queue time), by class.
+_queue_time_sheds: dict[str, float] = {}
+
+
+def queue_time_shed_within(seconds: float) -> set[str]:
+    """The classes this process shed for waiting upstream too long in the last ``seconds``."""
+    now = time.monotonic()
+    return {name for name, at in list(_queue_time_sheds.items()) if now - at < seconds}
+
+
 def _after_fork() -> None:
     # A child's cache breakers start closed; the lock may have been held at the fork.
     global _cache_lock
     _cache_lock = threading.Lock()
     _cache_states.clear()
+    _queue_time_sheds.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -111,6 +123,8 @@ def on_request_shed(
 ) -> None:
     """``request_shed``."""
     tally.add(("requests_shed", reason, priority or "", flag(shadow)))
+    if reason == "queue_time" and not shadow and priority:
+        _queue_time_sheds[priority] = time.monotonic()
     fields: dict[str, Any] = {
         "reason": reason,
         "priority": priority,
@@ -313,5 +327,6 @@ def reset() -> None:
     """Forget what this process heard (tests)."""
     with _cache_lock:
         _cache_states.clear()
+    _queue_time_sheds.clear()
     tally.reset()
     events_log.reset()

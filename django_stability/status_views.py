@@ -89,12 +89,24 @@ def status(request: HttpRequest) -> HttpResponse:
 
 
 def not_ready_classes() -> list[str]:
-    """The classes at or above ``HEALTH_NOT_READY_WHEN_SHEDDING`` that this process sheds now."""
+    """The classes at or above ``HEALTH_NOT_READY_WHEN_SHEDDING`` that this process sheds now.
+
+    Shedding now: over its in-flight share (until the hysteresis lets the class
+    in again), or for waiting upstream too long (its own backlog) within the
+    last ``SHEDDING_BROWNOUT_HOLD`` seconds. Refusals by cluster-wide limits
+    do not count: every process would refuse them alike.
+    """
+    from .events import queue_time_shed_within
     from .shedding import PRIORITIES, RANK, controller
 
     worst = RANK[settings.HEALTH_NOT_READY_WHEN_SHEDDING]
     shedding = controller.snapshot()["shedding"]
-    return [name for name in PRIORITIES if RANK[name] <= worst and shedding.get(name)]
+    backlog = queue_time_shed_within(settings.SHEDDING_BROWNOUT_HOLD)
+    return [
+        name
+        for name in PRIORITIES
+        if RANK[name] <= worst and (shedding.get(name) or name in backlog)
+    ]
 
 
 @require_safe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -129,6 +130,24 @@ def test_readiness_says_not_ready_while_the_process_sheds_hard(client: Any, sett
         for admitted in held:
             assert admitted is not None
             controller.leave(admitted)
+
+
+def test_readiness_says_not_ready_while_requests_wait_upstream_too_long(
+    client: Any, settings: Any
+) -> None:
+    settings.STABILITY = {
+        **settings.STABILITY,
+        "SHEDDING_QUEUE_TIME_TARGET": 1.0,
+        "SHEDDING_BROWNOUT_HOLD": 30.0,
+    }
+    register_endpoint_priority()
+    late = f"t={time.time() - 5:.3f}"  # the proxy stamped it 5 s ago
+    assert client.get("/hello/", HTTP_X_REQUEST_START=late).status_code == 503
+    response = client.get("/stability/health/ready/")
+    assert response.status_code == 503
+    assert response.json()["classes"] == ["default"]
+    settings.STABILITY = {**settings.STABILITY, "SHEDDING_BROWNOUT_HOLD": 0.001}
+    assert client.get("/stability/health/ready/").status_code == 200  # the hold is over
 
 
 def test_health_and_metrics_endpoints_are_shed_last() -> None:
