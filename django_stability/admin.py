@@ -188,4 +188,5 @@ def register_policy_admins(site: admin.AdminSite = admin.site) -> None:
 
 register_policy_admins()
 
+from . import dashboard_admin  # noqa: E402, F401 - registers the Stability page
 from .jobs import admin as jobs_admin  # noqa: E402, F401 - registers the Job admin

@@ -32,8 +32,9 @@ class StabilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers
+        from . import checks, events, receivers
 
         import_parts()
         checks.register()
         receivers.connect()
+        events.connect()

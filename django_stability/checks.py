@@ -1132,6 +1132,105 @@ def check_cluster_scope_on_a_local_store(
     ]
 
 
+# Operations: metrics, the status token, guards (E060-E069, W060-W069) ----------------
+
+
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E060, E061, W060: Prometheus metrics that cannot work, or that each process answers alone."""
+    import os
+
+    from . import metrics
+
+    try:
+        wanted = settings.METRICS_ENABLED
+    except ImproperlyConfigured:
+        return []  # E001 reports it
+    if wanted and not metrics.available():
+        return [
+            checks.Error(
+                "STABILITY['METRICS_ENABLED'] is True but prometheus_client is not installed.",
+                hint="pip install 'django-stability[prometheus]', or set METRICS_ENABLED to None "
+                "(on when installed) or False.",
+                id="django_stability.E060",
+            )
+        ]
+    if not metrics.enabled():
+        return []
+    directory = metrics.multiprocess_dir()
+    if directory is None:
+        if settings.DEBUG:
+            return []  # runserver: one process
+        return [
+            checks.Warning(
+                "Prometheus metrics are on without PROMETHEUS_MULTIPROC_DIR: under a server "
+                "with several worker processes (gunicorn, uvicorn --workers), each scrape is "
+                "answered by one worker with its own counts, and the series jump from one "
+                "worker to another.",
+                hint="Set the environment variable PROMETHEUS_MULTIPROC_DIR to an empty "
+                "directory before the server starts, and add child_exit = "
+                "django_stability.metrics.child_exit to the gunicorn config. Silence this "
+                "check if the site runs one process.",
+                id="django_stability.W060",
+            )
+        ]
+    if not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
+        return [
+            checks.Error(
+                f"PROMETHEUS_MULTIPROC_DIR is {directory!r}, which is not a writable directory: "
+                "every metric update fails.",
+                hint="Create the directory (empty it at each start of the server) and let the "
+                "server's user write to it.",
+                id="django_stability.E061",
+            )
+        ]
+    return []
+
+
+#: Shorter tokens can be guessed.
+MIN_TOKEN_LENGTH = 24
+
+
+def check_tokens(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W061: a status or metrics token short enough to guess."""
+    try:
+        tokens = {
+            "DASHBOARD_STATUS_TOKEN": settings.DASHBOARD_STATUS_TOKEN,
+            "METRICS_TOKEN": settings.METRICS_TOKEN,
+        }
+    except ImproperlyConfigured:
+        return []
+    return [
+        checks.Warning(
+            f"STABILITY[{key!r}] is shorter than {MIN_TOKEN_LENGTH} characters: it can be "
+            "guessed, and it opens the live state of the site.",
+            hint="Use a long random value, e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))', kept out of the code (an environment variable).",
+            id="django_stability.W061",
+        )
+        for key, token in tokens.items()
+        if token is not None and len(token) < MIN_TOKEN_LENGTH
+    ]
+
+
+def check_guard_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W062: a guard with no timeout (neither per attempt nor in total)."""
+    from .guard import GuardSpec
+    from .policies import registry
+
+    return [
+        checks.Warning(
+            f"The guard {spec.name!r} has no timeout (timeout and total_timeout are 0): a hung "
+            "dependency holds every caller's thread until the operating system gives up.",
+            hint=f"Set a timeout on guard({spec.name!r}, timeout=...) or on its policy in the "
+            "admin, a little above the dependency's slowest good answer.",
+            obj=spec.name,
+            id="django_stability.W062",
+        )
+        for spec in registry.all(GuardSpec)
+        if spec.mode != "off" and not spec.timeout and not spec.total_timeout
+    ]
+
+
 ALL_CHECKS = (
     check_settings,
     check_policies,
@@ -1163,6 +1262,9 @@ ALL_CHECKS = (
     check_database_timeouts,
     check_requests_without_timeout,
     check_cluster_scope_on_a_local_store,
+    check_metrics,
+    check_tokens,
+    check_guard_timeouts,
 )
 
 

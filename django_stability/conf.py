@@ -107,6 +107,31 @@ DEFAULTS: dict[str, Any] = {
     "GUARD_TIMEOUT_THREADS": 32,
     # The cache that keeps the last good value of guards with fallback="last_good".
     "GUARD_FALLBACK_CACHE": "default",
+    # Operations: the Stability page, the JSON status, health, metrics, events, the audit.
+    # Seconds between two refreshes of the Stability page in the browser.
+    "DASHBOARD_REFRESH": 5.0,
+    # Seconds between two reports of each process to the store (its live state and
+    # counters, for the page of any process to show the whole site); None: no reports.
+    "DASHBOARD_REPORT_INTERVAL": 5.0,
+    # Minutes of per-minute counters the charts show (and the store keeps).
+    "DASHBOARD_HISTORY_MINUTES": 30,
+    # A token that reads the JSON status without a staff session (Authorization: Bearer ...).
+    "DASHBOARD_STATUS_TOKEN": None,
+    # Prometheus metrics: None is on when prometheus_client is installed; a token for
+    # scrapers; anonymous scrapes refused unless allowed.
+    "METRICS_ENABLED": None,
+    "METRICS_TOKEN": None,
+    "METRICS_ALLOW_ANONYMOUS": False,
+    # Readiness is "not ready" while the process sheds this priority class or a higher one.
+    "HEALTH_NOT_READY_WHEN_SHEDDING": "default",
+    # Structured event log lines: at most one per event and subject per interval.
+    "EVENTS_LOG_INTERVAL": 10.0,
+    # manage.py stability_audit: URLs of integration points to probe (name -> URL), the
+    # time each probe may take, the certificate age that warns, and extra trusted CAs.
+    "AUDIT_ENDPOINTS": {},
+    "AUDIT_TIMEOUT": 3.0,
+    "AUDIT_CERT_WARN_DAYS": 14,
+    "AUDIT_CA_FILE": None,
 }
 
 
@@ -367,6 +392,64 @@ class Settings:
     def GUARD_FALLBACK_CACHE(self) -> str:
         return str(self._get("GUARD_FALLBACK_CACHE"))
 
+    @property
+    def DASHBOARD_REFRESH(self) -> float:
+        return float(self._get("DASHBOARD_REFRESH"))
+
+    @property
+    def DASHBOARD_REPORT_INTERVAL(self) -> float | None:
+        value = self._get("DASHBOARD_REPORT_INTERVAL")
+        return None if value is None else float(value)
+
+    @property
+    def DASHBOARD_HISTORY_MINUTES(self) -> int:
+        return int(self._get("DASHBOARD_HISTORY_MINUTES"))
+
+    @property
+    def DASHBOARD_STATUS_TOKEN(self) -> str | None:
+        value = self._get("DASHBOARD_STATUS_TOKEN")
+        return None if value is None else str(value)
+
+    @property
+    def METRICS_ENABLED(self) -> bool | None:
+        value = self._get("METRICS_ENABLED")
+        return None if value is None else bool(value)
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        value = self._get("METRICS_TOKEN")
+        return None if value is None else str(value)
+
+    @property
+    def METRICS_ALLOW_ANONYMOUS(self) -> bool:
+        return bool(self._get("METRICS_ALLOW_ANONYMOUS"))
+
+    @property
+    def HEALTH_NOT_READY_WHEN_SHEDDING(self) -> str:
+        return str(self._get("HEALTH_NOT_READY_WHEN_SHEDDING"))
+
+    @property
+    def EVENTS_LOG_INTERVAL(self) -> float:
+        return float(self._get("EVENTS_LOG_INTERVAL"))
+
+    @property
+    def AUDIT_ENDPOINTS(self) -> Mapping[str, str]:
+        value: Mapping[str, str] = self._get("AUDIT_ENDPOINTS")
+        return value
+
+    @property
+    def AUDIT_TIMEOUT(self) -> float:
+        return float(self._get("AUDIT_TIMEOUT"))
+
+    @property
+    def AUDIT_CERT_WARN_DAYS(self) -> int:
+        return int(self._get("AUDIT_CERT_WARN_DAYS"))
+
+    @property
+    def AUDIT_CA_FILE(self) -> str | None:
+        value = self._get("AUDIT_CA_FILE")
+        return None if value is None else str(value)
+
     # Read-only views of other Django settings, so that the rest of the
     # package never imports django.conf.settings itself.
 
@@ -469,12 +552,26 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "GUARD_DATABASE_DEADLINES": (bool,),
     "GUARD_TIMEOUT_THREADS": (int,),
     "GUARD_FALLBACK_CACHE": (str,),
+    "DASHBOARD_REFRESH": (int, float),
+    "DASHBOARD_REPORT_INTERVAL": (int, float, type(None)),
+    "DASHBOARD_HISTORY_MINUTES": (int,),
+    "DASHBOARD_STATUS_TOKEN": (str, type(None)),
+    "METRICS_ENABLED": (bool, type(None)),
+    "METRICS_TOKEN": (str, type(None)),
+    "METRICS_ALLOW_ANONYMOUS": (bool,),
+    "HEALTH_NOT_READY_WHEN_SHEDDING": (str,),
+    "EVENTS_LOG_INTERVAL": (int, float),
+    "AUDIT_ENDPOINTS": (dict,),
+    "AUDIT_TIMEOUT": (int, float),
+    "AUDIT_CERT_WARN_DAYS": (int,),
+    "AUDIT_CA_FILE": (str, type(None)),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "STORE": ("auto", "redis", "local"),
     "SHEDDING_MODE": ("enforce", "shadow", "off"),
     "SHEDDING_DEFAULT_PRIORITY": ("critical", "high", "default", "sheddable"),
+    "HEALTH_NOT_READY_WHEN_SHEDDING": ("critical", "high", "default", "sheddable"),
 }
 
 _POSITIVE = {
@@ -514,6 +611,12 @@ _POSITIVE = {
     "GUARD_DNS_TIMEOUT",
     "GUARD_DNS_CACHE_TTL",
     "GUARD_TIMEOUT_THREADS",
+    "DASHBOARD_REFRESH",
+    "DASHBOARD_REPORT_INTERVAL",
+    "DASHBOARD_HISTORY_MINUTES",
+    "EVENTS_LOG_INTERVAL",
+    "AUDIT_TIMEOUT",
+    "AUDIT_CERT_WARN_DAYS",
 }
 
 
@@ -577,11 +680,49 @@ def _check_prefix(maximum: int) -> Any:
     return check
 
 
+def _check_at_most(maximum: int) -> Any:
+    def check(key: str, value: Any) -> None:
+        if value > maximum:
+            raise ImproperlyConfigured(
+                f"settings.STABILITY[{key!r}] must be at most {maximum}, not {value!r}."
+            )
+
+    return check
+
+
+def _check_token(key: str, value: Any) -> None:
+    if value is not None and not value.strip():
+        raise ImproperlyConfigured(
+            f"settings.STABILITY[{key!r}] must be None (no token) or a non-empty secret string."
+        )
+
+
+def _check_endpoints(key: str, value: Any) -> None:
+    from urllib.parse import urlsplit
+
+    for name, url in value.items():
+        try:
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is not None:
+                parts.port  # noqa: B018 - reading it raises on a bad port
+        except ValueError:
+            parts = None
+        if parts is None or not parts.scheme or not parts.hostname:
+            raise ImproperlyConfigured(
+                f"settings.STABILITY[{key!r}][{name!r}] must be a URL with a scheme and a "
+                f"host, e.g. 'https://api.example.com/', not {url!r}."
+            )
+
+
 #: Keys whose values need more than a type to be right.
 _CHECKED: dict[str, Any] = {
     "TRUSTED_PROXIES": _check_networks,
     "RATELIMIT_IPV4_PREFIX": _check_prefix(32),
     "RATELIMIT_IPV6_PREFIX": _check_prefix(128),
+    "DASHBOARD_HISTORY_MINUTES": _check_at_most(24 * 60),
+    "DASHBOARD_STATUS_TOKEN": _check_token,
+    "METRICS_TOKEN": _check_token,
+    "AUDIT_ENDPOINTS": _check_endpoints,
 }
 
 

@@ -220,3 +220,23 @@ class Job(models.Model):
     def active(self) -> bool:
         """True while the job is queued or running."""
         return self.state in self.ACTIVE
+
+
+class StabilityDashboard(models.Model):
+    """No table: the admin's Stability page, and the permission that opens it.
+
+    Give ``django_stability.view_dashboard`` to the staff who may see the live
+    state of every protection (and read the JSON status). Acting on the page
+    (resetting a breaker, a rate-limit key, switching a feature) also needs the
+    change permission of that policy kind.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = (("view_dashboard", "Can see the Stability page and the JSON status"),)
+        verbose_name = "stability dashboard"
+        verbose_name_plural = "stability dashboard"
+
+    def __str__(self) -> str:
+        return "Stability page"

@@ -38,6 +38,7 @@ from .policies import PolicySpec, parse_int, registry, spec_field
 from .ratelimit_keys import needs_user, parse_key, request_key
 from .routing import RouteFields, RouteIndex
 from .store import Limit, LimitResult, Store, get_store
+from .tally import tally
 
 logger = logging.getLogger("django_stability.ratelimit")
 
@@ -626,6 +627,8 @@ def decide(
     """Settle every charge in one store call (none if a key is in the penalty box)."""
     if not charges:
         return ADMITTED
+    for charge in charges:  # for the Stability page and the metrics; no I/O
+        tally.add(("ratelimit_decisions", charge.policy.name))
     store = store if store is not None else get_store()
     box = box if box is not None else penalty_box()
     pairs = [(charge, what, limit) for charge in charges for what, limit in charge.limits]
@@ -641,6 +644,14 @@ def decide(
                 "RateLimit": f"{charge.policy.header_names[what]};r=0;t={max(1, _ceil(wait))}",
             }
             boxed = RateLimited(policy=charge.policy.name, retry_after=wait, headers=headers)
+            signals.rate_limited.send(
+                sender=RateLimitSpec,
+                policy=charge.policy.name,
+                shadow=False,
+                retry_after=wait,
+                degraded=False,
+                boxed=True,
+            )
             return Verdict(False, boxed, headers)
     decision = store.rate_limit([limit for _, _, limit in pairs])
     results = decision.results

@@ -21,7 +21,8 @@ policies_reloaded = Signal()
 #: A rate limit refused a call, or a shadow one would have: ``policy`` is its
 #: name, ``shadow`` True for a shadow policy (the call was admitted),
 #: ``retry_after`` the seconds to wait, ``degraded`` True when decided without
-#: the shared store.
+#: the shared store; ``boxed`` (when present) True when the process's penalty
+#: box refused a key it already knew to be over its limit, with no round trip.
 rate_limited = Signal()
 
 #: A request was refused (or, in shadow mode, would have been) to shed load:
@@ -62,3 +63,9 @@ breaker_state_changed = Signal()
 #: A bulkhead refused a call (or, with ``shadow=True``, would have): ``name``,
 #: ``limit``, ``scope``.
 bulkhead_full = Signal()
+
+#: An operator acted through the Stability page: ``user`` (who), ``target``
+#: ("breaker", "ratelimit" or "feature"), ``name`` (the policy), ``action``
+#: ("reset", "forced_open", "disabled", "automatic", "metrics_only",
+#: "reset_key", "turn_off", "turn_on") and ``detail`` (the key reset, or "").
+operator_acted = Signal()

@@ -97,6 +97,9 @@ STABILITY = {
     "STORE_KEY_PREFIX": os.environ.get("STABILITY_TEST_PREFIX", f"stabtest:{RUN_ID}"),
     # @cached uses the stampede-protected cache unless told otherwise.
     "CACHE_ALIAS": "protected",
+    # No reporter thread writing into every test's key prefix in the background
+    # (tests of the Stability page turn it on, or call the reporter themselves).
+    "DASHBOARD_REPORT_INTERVAL": None,
 }
 
 STATIC_URL = "/static/"
