@@ -34,6 +34,8 @@ SHOP_GATEWAY_URL = os.environ.get("SHOP_GATEWAY_URL", "http://127.0.0.1:8001")
 #: drill measures the defences and not this machine's CPU.
 SHOP_CATALOGUE_COST = float(os.environ.get("SHOP_CATALOGUE_COST", "0.3"))
 SHOP_SEARCH_COST = float(os.environ.get("SHOP_SEARCH_COST", "0.1"))
+#: What the heavy part of the nightly report costs, in seconds (likewise).
+SHOP_REPORT_COST = float(os.environ.get("SHOP_REPORT_COST", "0.5"))
 #: Requests one web process serves at once: gunicorn's --threads.
 SHOP_THREADS = int(os.environ.get("SHOP_THREADS", "4"))
 #: When set, each web process writes its in-flight requests there (the drill reads them).
@@ -147,6 +149,11 @@ STABILITY: dict[str, Any] = {
             "search": {"url_names": ["shop:search"], "priority": "sheddable"},
             "exports": {"url_names": ["shop:export-orders"], "priority": "sheddable"},
             "bots": {"user_agents": ["bot|crawler|spider"], "priority": "sheddable"},
+        },
+        "cache": {
+            # The product list: served stale for up to 5 minutes while one caller
+            # recomputes it in a background thread.
+            "catalogue": {"key_prefixes": ["catalogue:"], "grace": 300, "refresh": "thread"},
         },
         "ratelimit": {
             "admin-login": {
