@@ -399,6 +399,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             Measure("growth", "cost with 1000 policies / with 10", "ratio", "lower"),
             Measure("us_10", "per request, 10 policies", "us", "lower", judged=False),
             Measure("us_1000", "per request, 1000 policies", "us", "lower", judged=False),
+            Measure("us_10000", "per request, 10,000 policies", "us", "lower", judged=False),
             Measure("clients", "distinct clients in the burst", "count", judged=False),
             Measure("keys_left", "keys left after the burst", "count", "lower"),
             Measure("mb_left", "memory left after the burst", "MB", "lower", judged=False),

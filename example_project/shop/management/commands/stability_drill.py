@@ -14,7 +14,6 @@ pages, its gateway and its settings, which a project of yours does not have.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -144,7 +143,6 @@ class Command(BaseCommand):
             )
         shutil.copy(results_dir / "drill.png", assets / "drill.png")
         shutil.copy(results_dir / "table.md", figures / "drill.md")
-        (figures / "drill.json").write_text(json.dumps(results, indent=2) + "\n")
         self.log(f"Published the charts to {assets} and the tables to {figures}")
 
     def log(self, message: str) -> None:
