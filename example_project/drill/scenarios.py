@@ -76,7 +76,7 @@ class Drill:
     @property
     def duration(self) -> float:
         """Seconds of load per run."""
-        return 2.0 if self.quick else 6.0
+        return 1.5 if self.quick else 6.0
 
     @property
     def build_up(self) -> float:
@@ -154,16 +154,23 @@ def _warm(server: ShopServer, paths: list[str], with_checkout: bool = False) -> 
 def _both(
     drill: Drill, name: str, run: Callable[[Drill, ShopServer], dict[str, float]]
 ) -> tuple[dict[str, float], dict[str, float]]:
+    started = time.monotonic()
     unprotected, protected = drill.servers(name)
+    drill.log(f"    two shop servers up in {time.monotonic() - started:.1f} s")
     try:
-        drill.log("    without protection ...")
-        off = run(drill, unprotected)
-        drill.log("    with protection ...")
-        on = run(drill, protected)
+        off = _timed(drill, "without protection", lambda: run(drill, unprotected))
+        on = _timed(drill, "with protection", lambda: run(drill, protected))
     finally:
         unprotected.stop()
         protected.stop()
     return off, on
+
+
+def _timed(drill: Drill, what: str, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    started = time.monotonic()
+    result = run()
+    drill.log(f"    {what}: {time.monotonic() - started:.1f} s")
+    return result
 
 
 # Integration points ---------------------------------------------------------------------
@@ -257,7 +264,7 @@ def users(drill: Drill) -> tuple[dict[str, float], dict[str, float]]:
         # Ten people searching, each from their own address.
         threads += closed_loop(
             recorder, "normal", server.port, searches, sources=sources("127.0.5.1", 10),
-            timeout=2.0, think=2.0, until=until,
+            timeout=2.0, think=1.0 if drill.quick else 2.0, until=until,
         )  # fmt: skip
         join(threads, until + 2.5)
         normal = recorder.of("normal")
@@ -311,10 +318,8 @@ def unbalanced_capacities(drill: Drill) -> tuple[dict[str, float], dict[str, flo
 
 def _inproc(name: str) -> Callable[[Drill], tuple[dict[str, float], dict[str, float]]]:
     def run(drill: Drill) -> tuple[dict[str, float], dict[str, float]]:
-        drill.log("    without protection ...")
-        off = drill.inproc(name, False)
-        drill.log("    with protection ...")
-        on = drill.inproc(name, True)
+        off = _timed(drill, "without protection", lambda: drill.inproc(name, False))
+        on = _timed(drill, "with protection", lambda: drill.inproc(name, True))
         return off, on
 
     return run
