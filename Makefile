@@ -1,15 +1,21 @@
 # The two commands: `make demo` and `make test`. Each sets up everything it
 # needs on a fresh machine (virtualenv, install, migrate) and can be run again.
+# Then `make drill` (every anti-pattern against the example shop, measured),
+# `make bench` (the benchmarks) and `make docs` (the documentation site).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv services browser lint typecheck pytest docs wheel-check bench clean
+.PHONY: demo drill test venv services browser lint typecheck pytest docs wheel-check bench clean
 
 demo: $(STAMP)
 	$(BIN)/python -m example_project.run_demo
+
+# DRILL_ARGS: --quick (seconds per run), --only <scenario>, --publish (charts into the docs).
+drill: $(STAMP)
+	$(BIN)/python manage.py stability_drill $(DRILL_ARGS)
 
 test: $(STAMP) services lint typecheck pytest docs wheel-check
 	@echo "make test: all green"
