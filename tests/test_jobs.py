@@ -159,7 +159,8 @@ def test_rabbitmq_probe_uses_a_passive_declare() -> None:
     from kombu import Queue as KombuQueue
 
     url = "amqp://guest:guest@127.0.0.1:5672//"
-    app = Celery("stabtest-rabbit", broker=url)
+    # Not the current app: a shared task would send with it in later tests.
+    app = Celery("stabtest-rabbit", broker=url, set_as_current=False)
     name = fresh_queue()
     # Confirmed publishing: the broker has every message before the probe asks.
     with Connection(
@@ -179,7 +180,7 @@ def test_rabbitmq_probe_uses_a_passive_declare() -> None:
 
 
 def test_unreachable_broker_is_reported_not_raised_as_anything_else() -> None:
-    app = Celery("stabtest-down", broker=f"redis://127.0.0.1:{free_port()}/0")
+    app = Celery("stabtest-down", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
     started = time.monotonic()
     with pytest.raises(broker.BrokerUnreachable):
         broker.queue_depth(app, "anything")
@@ -219,7 +220,9 @@ def test_unreachable_or_hung_broker_gets_503_fast_and_leaves_nothing(
     signals.job_refused.connect(refused)
     server = PrivateRedis().start()
     try:
-        DOWN_APPS["hung"] = Celery("stabtest-hung", broker=f"redis://127.0.0.1:{server.port}/0")
+        DOWN_APPS["hung"] = Celery(
+            "stabtest-hung", broker=f"redis://127.0.0.1:{server.port}/0", set_as_current=False
+        )
         settings.STABILITY = {**settings.STABILITY, "JOBS_CELERY_APP": f"{__name__}.HUNG_APP"}
         server.hang()
         for policy in (
