@@ -348,6 +348,18 @@ def test_a_stale_lock_of_an_ended_job_does_not_block_new_work(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_lock_given_back_a_moment_ago_is_free(queue: str, django_user_model: Any) -> None:
+    user = django_user_model.objects.create_user("hana")
+    with override_policy(JobSpec(name="test-unconsumed", queue=queue)):
+        dedup = locks.dedup_key("test-unconsumed", user.pk, '{"n":1}')
+        # A given-back lock lingers as an empty value for a moment (a
+        # compare-and-set cannot delete); here for longer than every look.
+        get_store().set(locks.lock_key(dedup), "", 60)
+        taken = jobs.unconsumed.submit(user, n=1)
+        assert taken.created and locks.lock_holder(dedup) == str(taken.job.id)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_anonymous_users_cannot_start_jobs(queue: str) -> None:
     response = Client().post("/jobs-test/unconsumed/", {"n": 1})
     assert response.status_code == 403
