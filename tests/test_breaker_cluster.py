@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 
 from django_stability import BreakerOpen, circuit_breaker
-from django_stability.breaker import CLOSED, OPEN, CircuitBreaker, ClusterLink
+from django_stability.breaker import CLOSED, OPEN, CircuitBreaker
 from django_stability.store import FailsafeStore, get_store
 from tests.multiproc import run_in_processes
 from tests.redis_servers import PrivateRedis
@@ -272,10 +272,8 @@ def test_store_unreachable_process_scope_state_and_bounded_waits(
         # (The window already held one success: the third failure makes 75%.)
         assert outcomes[:4] == ["failed", "failed", "failed", "refused"]
         assert outcomes.count("failed") >= 3 + 2  # the half-open probes got through too
-        # ... because its link to the store saw the store fail. (Whether the
-        # store's own breaker has opened yet depends on how many calls other
-        # users made, such as the policy registry, which backs off while the
-        # database cannot be read, as here.)
-        assert not ClusterLink.reachable(store) and store.breaker.failures >= 1
+        # The store's failure was seen (the breaker then stops asking it, so the
+        # store's own breaker need not reach its threshold).
+        assert store.degraded or store.breaker.failures >= 1
         if fault == "hung":
             private_redis.resume()
