@@ -207,6 +207,44 @@ def run() -> None:
                 f"{fresh * 1e6:8.0f} us = {fresh / kept:4.1f} x our probe",
             )
 
+    # Tasks under a rate limit ------------------------------------------------------
+    from kombu.utils.limits import TokenBucket
+
+    from django_stability import RateLimited, rate_limit
+
+    print("a task rate limit (the decision around each run of a task's body, in the worker):")
+
+    def body() -> None:
+        """A task's body that does nothing: what is measured is the decision around it."""
+
+    admitted = rate_limit(f"stabbench-task-{queue}", rate="1000000/s")(body)
+    refused = rate_limit(f"stabbench-refused-{queue}", rate="1/h")(body)
+    refused()  # spends the only run of the hour: every later call is refused
+
+    def refused_run() -> None:
+        try:
+            refused()
+        except RateLimited:
+            pass
+
+    # What Celery's own rate_limit task option does in each worker process.
+    bucket = TokenBucket(1e9, capacity=1)
+    ours = median_seconds(admitted, rounds=2000, warmup=200)
+    ours_refused = median_seconds(refused_run, rounds=2000, warmup=200)
+    celery_bucket = median_seconds(lambda: bucket.can_consume(1), rounds=2000, warmup=200)
+    line(
+        "ours, admitted: one round trip, every worker together",
+        f"{ours * 1e6:8.0f} us = {ours / ping:4.2f} x PING",
+    )
+    line(
+        "ours, refused (this process remembers: no round trip)",
+        f"{ours_refused * 1e6:8.1f} us, then the message sent again (an apply_async)",
+    )
+    line(
+        "Celery's rate_limit: a token bucket in each worker process",
+        f"{celery_bucket * 1e6:8.1f} us (N processes run N times the rate)",
+    )
+
     # Clean up what the benchmark left on the shared Redis: every broker key
     # of this run's prefix, celery-once's locks, the store's scheduled set.
     for key in broker_client.scan_iter(match=f"{prefix}*", count=1000):

@@ -45,6 +45,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -56,9 +57,9 @@ from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
 from . import signals
-from .callables import is_async
+from .callables import is_async, refused_in_task, reject_celery_task
 from .conf import settings, settings_reset
-from .exceptions import BreakerOpen, BulkheadFull
+from .exceptions import REFUSALS, BreakerOpen, StabilityError
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
 from .windows import FAILED, SLOW, CountWindow, TimeWindow, Window, rate
 
@@ -875,10 +876,17 @@ class CircuitBreaker:
 
     def classify(self, error: BaseException) -> str:
         """How an exception raised by the protected call counts: SUCCESS, FAILURE or IGNORED."""
-        if not isinstance(error, Exception) or isinstance(error, BulkheadFull):
+        if not isinstance(error, Exception) or isinstance(error, REFUSALS):
             # Cancellation and interpreter exits say nothing about the dependency, nor
-            # does a full bulkhead (the call never reached it).
+            # does a refusal by a protection (a full bulkhead, a rate limit: the call
+            # never reached it).
             return IGNORED
+        celery_exceptions = sys.modules.get("celery.exceptions")
+        if celery_exceptions is not None and isinstance(error, celery_exceptions.TaskPredicate):
+            # A Celery task's Retry, Ignore or Reject is control flow: a Retry
+            # counts as the error it was raised for, if any.
+            cause = getattr(error, "exc", None)
+            return self.classify(cause) if isinstance(cause, BaseException) else IGNORED
         record, ignore = self._exception_rules()
         if any(matches(rule, error) for rule in ignore):
             return IGNORED
@@ -974,6 +982,7 @@ class CircuitBreaker:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call goes through the breaker."""
+        reject_celery_task(fn, f"@circuit_breaker({self.name!r})")
         remember_guarded(fn)
         if is_async(fn):
             acall = self.acall
@@ -993,23 +1002,28 @@ class CircuitBreaker:
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            # The fast path of call(), inlined: the closed state costs no lock and no I/O.
-            fast = breaker._fast
-            if fast is not None:
-                counter, until, slow_after = fast
-                start = clock()
-                if start < until:
-                    try:
-                        result = fn(*args, **kwargs)
-                    except BaseException as error:
-                        fast_end(counter, start, classify(error))
-                        raise
-                    if clock() - start < slow_after:
-                        next(counter)
-                    else:
-                        fast_end(counter, start, SUCCESS)
-                    return result
-            return call_slow(fn, args, kwargs)
+            try:
+                # The fast path of call(), inlined: the closed state costs no lock and no I/O.
+                fast = breaker._fast
+                if fast is not None:
+                    counter, until, slow_after = fast
+                    start = clock()
+                    if start < until:
+                        try:
+                            result = fn(*args, **kwargs)
+                        except BaseException as error:
+                            fast_end(counter, start, classify(error))
+                            raise
+                        if clock() - start < slow_after:
+                            next(counter)
+                        else:
+                            fast_end(counter, start, SUCCESS)
+                        return result
+                return call_slow(fn, args, kwargs)
+            except StabilityError as error:
+                # The body of a Celery task: run it again later instead of failing.
+                refused_in_task(wrapper, error)
+                raise
 
         wrapper.breaker = self  # type: ignore[attr-defined]
         return wrapper

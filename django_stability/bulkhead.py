@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import signals
-from .callables import is_async
+from .callables import is_async, refused_in_task, reject_celery_task
 from .conf import settings_reset
-from .exceptions import BulkheadFull, StoreUnavailable
+from .exceptions import BulkheadFull, StabilityError, StoreUnavailable
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
 
 P = ParamSpec("P")
@@ -354,6 +354,7 @@ class Bulkhead:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call holds a slot while it runs."""
+        reject_celery_task(fn, f"@bulkhead({self.name!r})")
         if is_async(fn):
 
             @functools.wraps(fn)
@@ -365,7 +366,12 @@ class Bulkhead:
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.call(fn, *args, **kwargs)
+            try:
+                return self.call(fn, *args, **kwargs)
+            except StabilityError as error:
+                # The body of a Celery task: run it again later instead of failing.
+                refused_in_task(wrapper, error)
+                raise
 
         wrapper.bulkhead = self  # type: ignore[attr-defined]
         return wrapper

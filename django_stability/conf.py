@@ -92,6 +92,11 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_PROBE_TIMEOUT": 0.5,
     "JOBS_POLL_INTERVAL": 2,
     "JOBS_LOST_GRACE": 60.0,
+    # Celery tasks refused by a rate limit, a breaker or a bulkhead are sent
+    # again later: at most this many times, after their retry_after plus a
+    # random delay that widens with each refusal (at least this many seconds).
+    "JOBS_TASK_MAX_REFUSALS": 100,
+    "JOBS_TASK_RETRY_JITTER": 1.0,
     # Circuit breakers, bulkheads, timeouts and guards (integration points).
     # The longest a process trusts its cached verdict of a cluster breaker (at most 1 s).
     "BREAKER_CLUSTER_REFRESH": 1.0,
@@ -361,6 +366,14 @@ class Settings:
         return float(self._get("JOBS_LOST_GRACE"))
 
     @property
+    def JOBS_TASK_MAX_REFUSALS(self) -> int:
+        return int(self._get("JOBS_TASK_MAX_REFUSALS"))
+
+    @property
+    def JOBS_TASK_RETRY_JITTER(self) -> float:
+        return float(self._get("JOBS_TASK_RETRY_JITTER"))
+
+    @property
     def BREAKER_CLUSTER_REFRESH(self) -> float:
         return float(self._get("BREAKER_CLUSTER_REFRESH"))
 
@@ -544,6 +557,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "JOBS_PROBE_TIMEOUT": (int, float),
     "JOBS_POLL_INTERVAL": (int,),
     "JOBS_LOST_GRACE": (int, float),
+    "JOBS_TASK_MAX_REFUSALS": (int,),
+    "JOBS_TASK_RETRY_JITTER": (int, float),
     "BREAKER_CLUSTER_REFRESH": (int, float),
     "GUARD_CONNECT_TIMEOUT": (int, float),
     "GUARD_READ_TIMEOUT": (int, float),
@@ -605,6 +620,8 @@ _POSITIVE = {
     "JOBS_PROBE_TIMEOUT",
     "JOBS_POLL_INTERVAL",
     "JOBS_LOST_GRACE",
+    "JOBS_TASK_MAX_REFUSALS",
+    "JOBS_TASK_RETRY_JITTER",
     "BREAKER_CLUSTER_REFRESH",
     "GUARD_CONNECT_TIMEOUT",
     "GUARD_READ_TIMEOUT",

@@ -142,3 +142,23 @@ class DeadlineExceeded(StabilityError, TimeoutError):
     """A call ran out of time (HTTP 503); also a built-in ``TimeoutError``."""
 
     default_message = "A dependency of this service did not answer in time."
+
+
+#: Refusals made by a protection before the work it protects began: the work
+#: never reached its dependency (a circuit breaker counts none of them), and
+#: the same work may well be accepted later (a Celery task refused so is sent
+#: again; see ``django_stability.jobs.tasks``).
+REFUSALS: tuple[type[StabilityError], ...] = (
+    RateLimited,
+    Overloaded,
+    StoreUnavailable,
+    TooManyJobs,
+    BreakerOpen,
+    BulkheadFull,
+    CacheWaitTimeout,
+)
+
+
+def worth_retrying_later(error: BaseException) -> bool:
+    """True for a refusal that waiting may lift (not a client denied outright)."""
+    return isinstance(error, REFUSALS) and not isinstance(error, ClientDenied)

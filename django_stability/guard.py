@@ -63,7 +63,7 @@ from .bulkhead import Bulkhead, Slot, get_bulkhead
 from .bulkhead import register_spec as register_bulkhead_spec
 
 # (By name: the package's ``bulkhead`` and ``guard`` are the functions, not these modules.)
-from .callables import is_async
+from .callables import is_async, refused_in_task, reject_celery_task
 from .conf import settings_reset
 from .exceptions import BreakerOpen, BulkheadFull, DeadlineExceeded, StabilityError
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
@@ -528,6 +528,7 @@ class Guard:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async)."""
+        reject_celery_task(fn, f"@guard({self.name!r})")
         remember_guarded(fn)
         if is_async(fn):
 
@@ -540,7 +541,12 @@ class Guard:
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.call(fn, *args, **kwargs)
+            try:
+                return self.call(fn, *args, **kwargs)
+            except StabilityError as error:
+                # The body of a Celery task: run it again later instead of failing.
+                refused_in_task(wrapper, error)
+                raise
 
         wrapper.guard = self  # type: ignore[attr-defined]
         return wrapper

@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.http import HttpRequest, HttpResponseBase
 
 from . import responses, signals
+from .callables import refused_in_task, reject_celery_task
 from .clientip import IPNetwork, client_ip, group_address, is_in, parse_networks
 from .conf import settings
 from .exceptions import ClientDenied, RateLimited, StabilityError, StoreUnavailable
@@ -968,6 +969,7 @@ def rate_limit(
             raise verdict.error
 
     def decorator(function: F) -> F:
+        reject_celery_task(function, f"@rate_limit({name!r})")
         function._stability_rate_limits = (  # type: ignore[attr-defined]
             *getattr(function, "_stability_rate_limits", ()),
             name,
@@ -1000,18 +1002,23 @@ def rate_limit(
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            active = current()
-            if active is None:
-                return function(*args, **kwargs)
-            request = _find_request(args)
-            if request is None:
-                settle(call_verdict(active, args, kwargs), None)
-                return function(*args, **kwargs)
-            settle(request_verdict(active, request), request)
-            response = function(*args, **kwargs)
-            if isinstance(response, HttpResponseBase):
-                add_headers(getattr(request, "_request", request), response)
-            return response
+            try:
+                active = current()
+                if active is None:
+                    return function(*args, **kwargs)
+                request = _find_request(args)
+                if request is None:
+                    settle(call_verdict(active, args, kwargs), None)
+                    return function(*args, **kwargs)
+                settle(request_verdict(active, request), request)
+                response = function(*args, **kwargs)
+                if isinstance(response, HttpResponseBase):
+                    add_headers(getattr(request, "_request", request), response)
+                return response
+            except StabilityError as error:
+                # The body of a Celery task: run it again later instead of failing.
+                refused_in_task(wrapper, error)
+                raise
 
         return cast(F, wrapper)
 

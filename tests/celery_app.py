@@ -25,7 +25,8 @@ from celery.signals import worker_init, worker_ready
 app = Celery("stabtest")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
-import tests.testapp.jobs  # noqa: E402, F401 - the jobs the tests run
+import tests.testapp.jobs  # noqa: E402 - the jobs the tests run
+import tests.testapp.protected_tasks  # noqa: E402, F401 - tasks under rate limits, breakers...
 
 
 @worker_init.connect

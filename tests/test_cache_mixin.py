@@ -113,6 +113,42 @@ def test_leases_are_whole_seconds_on_backends_that_keep_seconds(cache: Any, key:
     assert home.read(keys, token="b", lease=1, lock=True, xfetch=0, stale_if_error=0).locked
 
 
+def test_a_value_that_lands_between_the_read_and_the_lock_is_not_computed_again(
+    cache: Any, key: str
+) -> None:
+    # The read and the lock are two steps on these backends. A holder that
+    # lands its value and gives the lock back between them (a thread paused
+    # on a busy machine) must not leave the lock to a second compute.
+    home = cache.protector.home.primary
+    assert isinstance(home, BackendHome)
+    keys = cache.protector.keys(key, None)
+    assert home.read(keys, token="holder", lease=5, lock=True, xfetch=0, stale_if_error=0).locked
+
+    class LandsBeforeTheLock:
+        def __init__(self, raw: Any) -> None:
+            self.raw = raw
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.raw, name)
+
+        def raw_add(self, *args: Any) -> bool:
+            home.cache = self.raw  # once
+            home.land(
+                keys, token="holder", value="v", soft=60, hard=120, compute_time=0.1, started=None
+            )
+            return bool(self.raw.raw_add(*args))
+
+    home.cache = LandsBeforeTheLock(home.cache)
+    try:
+        late = home.read(keys, token="late", lease=5, lock=True, xfetch=0, stale_if_error=0)
+    finally:
+        home.cache = getattr(home.cache, "raw", home.cache)
+    assert late.state == "fresh" and late.value == "v" and not late.locked
+    # The lock it took for a moment is given back.
+    assert home.cache.raw_get(home.lock_key(keys), None, keys.version) is None
+    assert cache.get_or_set(key, lambda: "computed again", 60) == "v"
+
+
 async def test_aget_or_set(cache: Any, key: str) -> None:
     import asyncio
 

@@ -67,6 +67,14 @@ class Compute:
                 self.running -= 1
 
 
+def wait_until_computing(compute: Compute, timeout: float = 10.0) -> None:
+    """Until ``compute`` runs, so its caller holds the lock (a thread may be slow to start)."""
+    deadline = time.monotonic() + timeout
+    while compute.calls == 0:
+        assert time.monotonic() < deadline, "the holder never started computing"
+        time.sleep(0.005)
+
+
 def in_threads(n: int, call: Callable[[int], Any]) -> list[Any]:
     """Run ``call(i)`` in ``n`` threads started together; results (or exceptions) in order."""
     results: list[Any] = [None] * n
@@ -146,7 +154,7 @@ def test_a_long_compute_keeps_its_lock_with_the_heartbeat(cache: Any, key: str) 
         time.sleep(0.15)
         holder = threading.Thread(target=lambda: cache.get_or_set(key, compute, 60))
         holder.start()
-        time.sleep(0.05)
+        wait_until_computing(compute)
         others = Compute(value="second compute")
         seen = set()
         while holder.is_alive():
@@ -245,7 +253,7 @@ def test_a_waiter_that_times_out_computes_or_raises_per_policy(cache: Any, key: 
     holder = threading.Thread(target=lambda: cache.get_or_set(key, slow, 60))
     with override_policy(policy(wait=0.1, on_wait_timeout="raise")):
         holder.start()
-        time.sleep(0.05)
+        wait_until_computing(slow)
         waiter = Compute(value="waiter's")
         with pytest.raises(CacheWaitTimeout):
             cache.get_or_set(key, waiter, 60)

@@ -85,6 +85,13 @@ def lock_held(job: Job) -> bool:
     return locks.lock_holder(job.dedup_key) == str(job.id)
 
 
+def lock_given_back(job: Job, worker: CeleryWorker) -> bool:
+    """The job's lock is given back (waiting for it: a job is marked ended first, then its
+    lock is given back, so that a request in between never starts the same work twice)."""
+    wait_for("the lock to be given back", lambda: not lock_held(job), worker, timeout=10)
+    return True
+
+
 def logged_in(user_model: Any, name: str) -> tuple[Any, Client]:
     user = user_model.objects.create_user(f"{name}-{uuid.uuid4().hex[:6]}", password="x")
     client = Client()
@@ -165,7 +172,7 @@ def test_post_then_poll_queued_running_succeeded_and_owner_only(
 
     # The dedup lock went with the job: the same request now starts a new job.
     job = Job.objects.get(pk=body["id"])
-    assert job.owner_id == alice.pk and not lock_held(job)
+    assert job.owner_id == alice.pk and lock_given_back(job, on_worker)
     fresh = as_alice.post("/jobs-test/report/", {"tag": tag})
     assert fresh.json()["created"] is True and fresh["Location"] != status_url
     open_gate(tag)
@@ -182,7 +189,7 @@ def test_soft_time_limit_ends_failed_with_a_clear_message(
     assert get_store().get(f"cleaned:{tag}") == "1"  # the job's own clean-up ran
     assert ended.result_name == ""
     assert not storages["default"].exists(f"stability-jobs/{job.id}/1-partial.bin")
-    assert not lock_held(ended)
+    assert lock_given_back(ended, on_worker)
 
 
 def test_hard_time_limit_ends_failed_not_running(
@@ -197,7 +204,7 @@ def test_hard_time_limit_ends_failed_not_running(
     # The process that ran it is killed (the pool ends the job, then kills
     # and reaps the process; 10 s is a wide margin for that).
     wait_for("the process to be killed", lambda: not process_exists(pid), on_worker, timeout=10)
-    assert not lock_held(ended)
+    assert lock_given_back(ended, on_worker)
     time.sleep(0.5)
     assert Job.objects.get(pk=job.id).state == Job.FAILED  # and it stays so
 
@@ -236,7 +243,7 @@ def test_worker_killed_mid_job_is_run_again_then_succeeds(
     ended = wait_for("the job to succeed", lambda: job_in(job.id, Job.SUCCEEDED), on_worker)
     with storages["default"].open(ended.result_name) as result:
         assert result.read() == b"run 2"
-    assert not lock_held(ended)
+    assert lock_given_back(ended, on_worker)
 
 
 def test_worker_killed_past_the_bound_ends_failed_and_frees_the_lock(
@@ -248,7 +255,7 @@ def test_worker_killed_past_the_bound_ends_failed_and_frees_the_lock(
     kill_run(tag, 1, on_worker)
     ended = wait_for("the job to fail", lambda: job_in(job.id, Job.FAILED), on_worker)
     assert "worker running the job was lost" in ended.error
-    assert not lock_held(ended)
+    assert lock_given_back(ended, on_worker)
     open_gate(tag)
     time.sleep(0.5)
     assert get_store().get(f"pid:{tag}:2") is None  # never run again

@@ -22,6 +22,15 @@ def generation() -> str | None:
     return get_store().get(GENERATION_KEY)
 
 
+@pytest.fixture
+def no_code_defaults() -> None:
+    """No policy from code: modules imported by other tests register theirs at import.
+
+    (The autouse fixture puts the code layer back after the test.)
+    """
+    registry.restore_code_defaults({})
+
+
 def test_layers_override_field_by_field(db: Any, settings: Any) -> None:
     registry.register(RateLimitSpec(name="login", rate="5/m", key="user"))
     assert registry.get(RateLimitSpec, "login") == RateLimitSpec(
@@ -39,7 +48,7 @@ def test_layers_override_field_by_field(db: Any, settings: Any) -> None:
     assert spec is not None and (spec.rate, spec.key, spec.burst) == ("10/m", "user", 3)
 
 
-def test_admin_only_policy_uses_the_kind_defaults(db: Any) -> None:
+def test_admin_only_policy_uses_the_kind_defaults(db: Any, no_code_defaults: None) -> None:
     RateLimitPolicy.objects.create(name="search", config={"rate": "20/s"})
     registry.reload()
     spec = registry.get(RateLimitSpec, "search")
@@ -73,7 +82,9 @@ def test_lookups_do_no_query_once_loaded(db: Any, django_assert_num_queries: Any
             registry.get(RateLimitSpec, "p")
 
 
-def test_derived_values_are_rebuilt_only_when_policies_change(db: Any) -> None:
+def test_derived_values_are_rebuilt_only_when_policies_change(
+    db: Any, no_code_defaults: None
+) -> None:
     calls = []
 
     def build() -> int:

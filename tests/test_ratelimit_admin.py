@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -28,7 +29,10 @@ def test_the_page_shows_limited_keys_and_resets_one(admin_client: Any) -> None:
     assert b"Keys limited now" in page.content
     assert b"<code>203.0.113.7</code>" in page.content
     assert b"<code>198.51.100.1</code>" in page.content
-    assert b"3600 s" in page.content
+    # Each may retry in about an hour (the page rounds what is left, and a
+    # loaded machine may take a second or more to render it).
+    left = [int(seconds) for seconds in re.findall(rb"<td>(\d+) s</td>", page.content)]
+    assert len(left) == 2 and all(3590 <= seconds <= 3600 for seconds in left), left
 
     done = admin_client.post(change_url(policy), {"_reset_key": "203.0.113.7"}, follow=True)
     assert done.status_code == 200

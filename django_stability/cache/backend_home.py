@@ -7,7 +7,9 @@ Redis home's (see the docs' limits):
   processes and machines on memcached and Redis, per process on local memory;
 * renewing and releasing the lock, and the fence against an older compute,
   are a read followed by a write, not one atomic step: two callers can slip
-  between them in a narrow window;
+  between them in a narrow window (a caller that takes the lock looks at the
+  value again, so a value landed between its read and its lock is not
+  computed twice);
 * timeouts are whole seconds on backends that only know seconds, so a lease
   lasts at least one second;
 * waiters in other processes are not woken when the value lands: they look
@@ -74,17 +76,8 @@ class BackendHome(Home):
         xfetch: float,
         stale_if_error: float,
     ) -> Reading:
-        stored = self.cache.raw_get(keys.key, _MISSING, keys.version)
         now = self.clock()
-        state, value, soft, delta = ABSENT, None, 0.0, 0.0
-        if stored is not _MISSING:
-            unpacked = unpack_tuple(stored)
-            if unpacked is None:
-                state, value = FRESH, stored
-            else:
-                header, value = unpacked
-                soft, delta = header.soft_expiry, header.compute_time
-                state = STALE if 0 < soft <= now else FRESH
+        state, value, soft, delta = self._look(keys, now)
         want, backoff = False, False
         if lock:
             if state == ABSENT:
@@ -100,7 +93,27 @@ class BackendHome(Home):
         locked = want and bool(
             self.cache.raw_add(self.lock_key(keys), token, _seconds(lease), keys.version)
         )
+        if locked:
+            # The read and the lock are two steps here: a holder may have landed
+            # its value and given the lock back in between. Look again, so that
+            # the value it computed is not computed a second time.
+            again = self._look(keys, now)
+            if again[0] == FRESH and (state != FRESH or again[2] != soft):
+                self._release(keys, token)
+                return Reading(again[0], again[1], again[2], again[3], now, False, False)
         return Reading(state, value, soft, delta, now, locked, backoff)
+
+    def _look(self, keys: Keys, now: float) -> tuple[str, Any, float, float]:
+        """The value's state, the value, its soft expiry and its compute time."""
+        stored = self.cache.raw_get(keys.key, _MISSING, keys.version)
+        if stored is _MISSING:
+            return ABSENT, None, 0.0, 0.0
+        unpacked = unpack_tuple(stored)
+        if unpacked is None:
+            return FRESH, stored, 0.0, 0.0
+        header, value = unpacked
+        soft, delta = header.soft_expiry, header.compute_time
+        return (STALE if 0 < soft <= now else FRESH), value, soft, delta
 
     def land(
         self,

@@ -191,7 +191,12 @@ class BackgroundJob(Generic[F]):
             if current is None:
                 return None
             if not current:
-                continue  # given back a moment ago
+                # Given back a moment ago: the empty value lingers for a
+                # millisecond, and the lock is free. Take it, unless another
+                # request just did.
+                if locks.take_over(dedup, current, holder, ttl, pending=pending):
+                    return None
+                continue
             still_pending = current.startswith(locks.PENDING)
             try:
                 other_id = uuid.UUID(current.removeprefix(locks.PENDING))

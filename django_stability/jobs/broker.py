@@ -73,6 +73,20 @@ def visibility_timeout(app: Any) -> float | None:
     return float(transport_options(app).get("visibility_timeout", default))
 
 
+#: The longest countdown this app gives a message itself, at most.
+DEFAULT_HORIZON = 300.0
+
+
+def countdown_horizon(app: Any) -> float:
+    """The longest countdown to give a message: 300 s, or a quarter of the visibility timeout.
+
+    A message that waits out its countdown in a worker past the broker's
+    visibility timeout (Redis, SQS) is delivered a second time.
+    """
+    timeout = visibility_timeout(app)
+    return DEFAULT_HORIZON if timeout is None else min(DEFAULT_HORIZON, timeout / 4)
+
+
 def default_queue(app: Any) -> str:
     return str(app.conf.task_default_queue or "celery")
 

@@ -39,7 +39,7 @@ logger = logging.getLogger("django_stability.jobs")
 #: The message header that asks for a jittered start, in seconds.
 JITTER_HEADER = "stability_jitter"
 #: The longest countdown ``spread()`` gives a message directly, at most.
-DEFAULT_HORIZON = 300.0
+DEFAULT_HORIZON = broker.DEFAULT_HORIZON
 RELAY_TASK = "django_stability.spread_relay"
 
 
@@ -179,8 +179,7 @@ def spread(
     sigs = [s if isinstance(s, Signature) else signature(dict(s)) for s in signatures]
     countdowns = plan_spread(len(sigs), over=over, rate=_rate_per_second(rate), jitter=jitter)
     if horizon is None:
-        timeout = broker.visibility_timeout(app)
-        horizon = DEFAULT_HORIZON if timeout is None else min(DEFAULT_HORIZON, timeout / 4)
+        horizon = broker.countdown_horizon(app)
     if horizon <= 0:
         raise ValueError(f"horizon= must be a number of seconds above 0; got {horizon!r}.")
     sent = 0
