@@ -563,28 +563,26 @@ class ClusterLink:
         return get_store()
 
     @staticmethod
-    def reachable(store: Any) -> bool:
-        """False while the store answers from its local fallback."""
-        breaker = getattr(store, "breaker", None)
-        if breaker is None:
-            return True  # a plain store has no fallback
-        return not store.degraded and breaker.failures == 0
+    def shared(store: Any) -> bool:
+        """Whether the store's last answer (in this thread) came from the shared Redis.
+
+        The link always asks: while Redis is unreachable the store's own breaker
+        answers locally at no network cost, and after its cooldown it probes
+        Redis by itself, so the link returns to the cluster when Redis does.
+        """
+        return not getattr(store, "answered_locally", False)
 
     def read(self) -> tuple[str | None, SharedVerdict | None] | None:
         store = self._store()
-        if not self.reachable(store):
-            return None
         raw = store.get(self.key)
-        if not self.reachable(store):
+        if not self.shared(store):
             return None
         return raw, SharedVerdict.decode(raw)
 
     def replace(self, expected: str | None, verdict: SharedVerdict) -> bool | None:
         store = self._store()
-        if not self.reachable(store):
-            return None
         done = bool(store.compare_and_set(self.key, expected, verdict.encode(), VERDICT_TTL))
-        if not self.reachable(store):
+        if not self.shared(store):
             return None
         return done
 
@@ -597,17 +595,13 @@ class ClusterLink:
 
     def marked(self, what: str, epoch: int) -> bool | None:
         store = self._store()
-        if not self.reachable(store):
-            return None
         present = store.get(f"{self.key}:{what}:{epoch}") is not None
-        if not self.reachable(store):
+        if not self.shared(store):
             return None
         return present
 
     def take_probe(self, epoch: int, limit: int, holder: str, ttl: float) -> Any:
         store = self._store()
-        if not self.reachable(store):
-            return None
         lease = store.acquire_lease(f"{self.key}:probes:{epoch}", holder, limit, ttl)
         return None if lease.degraded else lease
 
@@ -616,13 +610,11 @@ class ClusterLink:
 
     def report_probe(self, epoch: int, outcome: int, ttl: float) -> tuple[int, int, int] | None:
         store = self._store()
-        if not self.reachable(store):
-            return None
         amount = (
             1 + (_FAILED_UNIT if outcome & FAILED else 0) + (_SLOW_UNIT if outcome & SLOW else 0)
         )
         packed = store.incr(f"{self.key}:results:{epoch}", amount, ttl)
-        if not self.reachable(store):
+        if not self.shared(store):
             return None
         return packed % _FAILED_UNIT, (packed // _FAILED_UNIT) % _FAILED_UNIT, packed // _SLOW_UNIT
 

@@ -277,3 +277,53 @@ def test_store_unreachable_process_scope_state_and_bounded_waits(
         assert store.degraded or store.breaker.failures >= 1
         if fault == "hung":
             private_redis.resume()
+
+
+@pytest.mark.slow
+def test_back_on_the_shared_verdict_by_itself_when_redis_returns(
+    private_redis: PrivateRedis,
+) -> None:
+    """No other user of the store is needed for a cluster breaker to rejoin the cluster."""
+    from django_stability.breaker import SharedVerdict
+    from django_stability.store import RedisStore
+    from django_stability.store.redis import client_from_url
+
+    with override_settings(
+        STABILITY={
+            "STORE_URL": private_redis.url,
+            "STORE_SOCKET_TIMEOUT": TIMEOUT,
+            "STORE_CONNECT_TIMEOUT": TIMEOUT,
+            "STORE_BREAKER_COOLDOWN": 0.3,
+            "STORE_KEY_PREFIX": "breaker-comeback",
+            "BREAKER_CLUSTER_REFRESH": 0.1,
+            # Keep the policy registry from calling the store meanwhile: the
+            # breaker must find its way back alone.
+            "POLICY_REFRESH": 3600,
+        }
+    ):
+        store = get_store()
+        assert isinstance(store, FailsafeStore)
+        breaker = circuit_breaker("comeback", **CLUSTER)
+        assert breaker.call(lambda: 1) == 1
+        private_redis.stop()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # healthy calls, decided alone
+            assert breaker.call(lambda: 1) == 1
+            time.sleep(0.02)
+        private_redis.restart()
+        # Another process opens the breaker for the whole cluster.
+        other = RedisStore(
+            client_from_url(private_redis.url, socket_timeout=1, connect_timeout=1),
+            prefix="breaker-comeback",
+        )
+        verdict = SharedVerdict(OPEN, epoch=50, opens=1, wait=60.0, since_wall=time.time())
+        other.set("breaker:comeback", verdict.encode(), 120)
+        refused = False
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not refused:
+            try:
+                breaker.call(lambda: 1)
+            except BreakerOpen:
+                refused = True
+            time.sleep(0.05)
+        assert refused, "the breaker never read the shared verdict again"

@@ -129,14 +129,26 @@ class FailsafeStore(Store):
         self.breaker = breaker or StoreBreaker()
         if self.breaker.on_change is None:
             self.breaker.on_change = _announce
+        self._answer = threading.local()
 
     @property
     def degraded(self) -> bool:
         """True while calls are being answered by the fallback."""
         return self.breaker.state != CLOSED
 
+    @property
+    def answered_locally(self) -> bool:
+        """Whether this thread's last call was answered by the local store, not by Redis.
+
+        For callers whose answer means nothing unless it is shared (a cluster
+        verdict): asking the store and then this costs no round trip, and while
+        Redis is unreachable the breaker keeps the asking free of I/O.
+        """
+        return bool(getattr(self._answer, "local", False))
+
     def _run(self, call: Callable[[Store], T], fallback: Callable[[Store], T] | None = None) -> T:
         """``call`` on Redis while the breaker lets it; else on the local store."""
+        self._answer.local = False
         if self.breaker.allow():
             try:
                 result = call(self.primary)
@@ -147,6 +159,7 @@ class FailsafeStore(Store):
             else:
                 self.breaker.record_success()
                 return result
+        self._answer.local = True
         return (fallback or call)(self.fallback)
 
     def rate_limit(self, limits: Sequence[Limit]) -> RateDecision:
