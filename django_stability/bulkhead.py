@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import os
 import threading
 import time
@@ -30,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import signals
-from .callables import is_async, refused_in_task, reject_celery_task
+from .callables import reject_celery_task, wrap_calls
 from .conf import settings_reset
-from .exceptions import BulkheadFull, StabilityError, StoreUnavailable
+from .exceptions import BulkheadFull, StoreUnavailable
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
 
 P = ParamSpec("P")
@@ -355,26 +354,7 @@ class Bulkhead:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a callable (sync or async): every call holds a slot while it runs."""
         reject_celery_task(fn, f"@bulkhead({self.name!r})")
-        if is_async(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            async_wrapper.bulkhead = self  # type: ignore[attr-defined]
-            return cast(Callable[P, R], async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return self.call(fn, *args, **kwargs)
-            except StabilityError as error:
-                # The body of a Celery task: run it again later instead of failing.
-                refused_in_task(wrapper, error)
-                raise
-
-        wrapper.bulkhead = self  # type: ignore[attr-defined]
-        return wrapper
+        return cast(Callable[P, R], wrap_calls(fn, self.call, self.acall, "bulkhead", self))
 
     def __enter__(self) -> Bulkhead:
         self._entered.set((*self._entered.get(), self.acquire()))

@@ -13,6 +13,7 @@ again later instead of failing (``django_stability.jobs.tasks``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from typing import Any, TypeGuard
 
 from asgiref.sync import iscoroutinefunction
 
-from .exceptions import worth_retrying_later
+from .exceptions import StabilityError, worth_retrying_later
 
 
 def is_async(fn: Any) -> TypeGuard[Callable[..., Awaitable[Any]]]:
@@ -71,3 +72,36 @@ def refused_in_task(body: Callable[..., Any], error: BaseException) -> None:
 
 
 _retry_refused: Callable[[Callable[..., Any], Exception], None] | None = None
+
+
+def wrap_calls(
+    fn: Callable[..., Any],
+    call: Callable[..., Any],
+    acall: Callable[..., Awaitable[Any]],
+    attribute: str,
+    owner: object,
+) -> Callable[..., Any]:
+    """Wrap ``fn`` so that each call goes through ``call(fn, ...)`` (or ``acall`` when async).
+
+    The wrapper carries ``owner`` as ``wrapper.<attribute>``; a refusal escaping
+    it while it is a Celery task's body sends the task again later.
+    """
+    if is_async(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await acall(fn, *args, **kwargs)
+
+        setattr(async_wrapper, attribute, owner)
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(fn, *args, **kwargs)
+        except StabilityError as error:
+            refused_in_task(wrapper, error)
+            raise
+
+    setattr(wrapper, attribute, owner)
+    return wrapper

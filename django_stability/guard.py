@@ -63,7 +63,7 @@ from .bulkhead import Bulkhead, Slot, get_bulkhead
 from .bulkhead import register_spec as register_bulkhead_spec
 
 # (By name: the package's ``bulkhead`` and ``guard`` are the functions, not these modules.)
-from .callables import is_async, refused_in_task, reject_celery_task
+from .callables import reject_celery_task, wrap_calls
 from .conf import settings_reset
 from .exceptions import BreakerOpen, BulkheadFull, DeadlineExceeded, StabilityError
 from .policies import PolicySpec, parse_float, parse_int, registry, spec_field
@@ -530,26 +530,7 @@ class Guard:
         """Decorate a callable (sync or async)."""
         reject_celery_task(fn, f"@guard({self.name!r})")
         remember_guarded(fn)
-        if is_async(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            async_wrapper.guard = self  # type: ignore[attr-defined]
-            return cast(Callable[P, R], async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return self.call(fn, *args, **kwargs)
-            except StabilityError as error:
-                # The body of a Celery task: run it again later instead of failing.
-                refused_in_task(wrapper, error)
-                raise
-
-        wrapper.guard = self  # type: ignore[attr-defined]
-        return wrapper
+        return cast(Callable[P, R], wrap_calls(fn, self.call, self.acall, "guard", self))
 
     def __enter__(self) -> Guard:
         spec = self.spec
