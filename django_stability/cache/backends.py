@@ -162,7 +162,48 @@ def _encode_bytes(encode: Callable[[Any], Any]) -> Callable[[Any], bytes]:
     return run
 
 
-class StampedeProtectedRedisCache(DjangoRedisRedisCache):  # type: ignore[misc]
+class ProtectedGetOrSet:
+    """``get_or_set`` and ``aget_or_set`` through the backend's ``protector``.
+
+    Shared by the Redis backend and the mixin for other backends.
+    """
+
+    @property
+    def protector(self) -> Protector:
+        raise NotImplementedError
+
+    def get_or_set(
+        self,
+        key: Any,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        policy: str | None = None,
+        task: TaskRef | None = None,
+    ) -> Any:
+        """Django's ``get_or_set``, computing a missing or expired value once (see the docs).
+
+        ``policy`` names the cache policy (else the key's prefix, else
+        "default"); Redis failures never reach the caller.
+        """
+        return self.protector.get_or_set(key, default, timeout, version, policy, task)
+
+    async def aget_or_set(
+        self,
+        key: Any,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        policy: str | None = None,
+        task: TaskRef | None = None,
+    ) -> Any:
+        """``get_or_set`` for async code; ``default`` may be an async callable."""
+        return await self.protector.aget_or_set(key, default, timeout, version, policy, task)
+
+
+class StampedeProtectedRedisCache(ProtectedGetOrSet, DjangoRedisRedisCache):  # type: ignore[misc]
     """django-redis's ``RedisCache`` with stampede protection.
 
     Use it as the ``BACKEND`` of a django-redis cache. ``get_or_set`` and
@@ -213,36 +254,6 @@ class StampedeProtectedRedisCache(DjangoRedisRedisCache):  # type: ignore[misc]
         return FailsafeHome(
             primary, fallback, _breaker(), (RedisError, OSError), name=str(self._server)
         )
-
-    def get_or_set(
-        self,
-        key: Any,
-        default: Any,
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
-        *,
-        policy: str | None = None,
-        task: TaskRef | None = None,
-    ) -> Any:
-        """Django's ``get_or_set``, computing a missing or expired value once (see the docs).
-
-        ``policy`` names the cache policy (else the key's prefix, else
-        "default"); Redis failures never reach the caller.
-        """
-        return self.protector.get_or_set(key, default, timeout, version, policy, task)
-
-    async def aget_or_set(
-        self,
-        key: Any,
-        default: Any,
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
-        *,
-        policy: str | None = None,
-        task: TaskRef | None = None,
-    ) -> Any:
-        """``get_or_set`` for async code; ``default`` may be an async callable."""
-        return await self.protector.aget_or_set(key, default, timeout, version, policy, task)
 
     # Plain operations that must see through the envelope ------------------------------
 
@@ -391,7 +402,7 @@ def _stale_bytes(raw: Any) -> bool:
     return 0 < soft <= time.time()
 
 
-class StampedeProtectionMixin:
+class StampedeProtectionMixin(ProtectedGetOrSet):
     """Stampede protection for any Django cache backend: put it before the backend class.
 
     ``class MyCache(StampedeProtectionMixin, PyMemcacheCache): ...``. The lock
@@ -443,32 +454,6 @@ class StampedeProtectionMixin:
         return super().delete(key, version=version)  # type: ignore[misc]
 
     # The protected API.
-
-    def get_or_set(
-        self,
-        key: Any,
-        default: Any,
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
-        *,
-        policy: str | None = None,
-        task: TaskRef | None = None,
-    ) -> Any:
-        """Django's ``get_or_set``, computing a missing or expired value once."""
-        return self.protector.get_or_set(key, default, timeout, version, policy, task)
-
-    async def aget_or_set(
-        self,
-        key: Any,
-        default: Any,
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
-        *,
-        policy: str | None = None,
-        task: TaskRef | None = None,
-    ) -> Any:
-        """``get_or_set`` for async code; ``default`` may be an async callable."""
-        return await self.protector.aget_or_set(key, default, timeout, version, policy, task)
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         spec = self.protector.policy_for(key)
