@@ -349,6 +349,22 @@ def policy(name: str) -> ConcurrencySpec:
     return spec
 
 
+def report_refusal(
+    request: HttpRequest, spec: ConcurrencySpec, attempt: Attempt, shadow: bool
+) -> None:
+    """A request refused (or, in shadow mode, that would be) by a concurrency limit."""
+    report_shed(
+        request,
+        reason="store_unavailable" if attempt.degraded else "concurrency",
+        priority=getattr(request, "stability_priority", None),
+        policy=spec.name,
+        retry_after=spec.retry_after,
+        shadow=shadow,
+        holders=attempt.holders,
+        limit=spec.limit,
+    )
+
+
 def take_slot(name: str, key: str = "", *, request: HttpRequest | None = None) -> Slot | None:
     """Take one slot of the limit ``name``; raise ``Overloaded`` when none is free.
 
@@ -366,16 +382,7 @@ def take_slot(name: str, key: str = "", *, request: HttpRequest | None = None) -
         return attempt.slot
     shadow = spec.mode == "shadow"
     if request is not None:
-        report_shed(
-            request,
-            reason="store_unavailable" if attempt.degraded else "concurrency",
-            priority=getattr(request, "stability_priority", None),
-            policy=spec.name,
-            retry_after=spec.retry_after,
-            shadow=shadow,
-            holders=attempt.holders,
-            limit=spec.limit,
-        )
+        report_refusal(request, spec, attempt, shadow)
     if not shadow:
         raise attempt.error
     return None
@@ -526,16 +533,7 @@ class ConcurrencyGate:
                 held.append(attempt.slot)
             if attempt.error is None:
                 continue
-            report_shed(
-                request,
-                reason="store_unavailable" if attempt.degraded else "concurrency",
-                priority=getattr(request, "stability_priority", None),
-                policy=spec.name,
-                retry_after=spec.retry_after,
-                shadow=shadow,
-                holders=attempt.holders,
-                limit=spec.limit,
-            )
+            report_refusal(request, spec, attempt, shadow)
             if shadow:
                 continue
             self._give_back(held)
