@@ -601,13 +601,9 @@ CACHE_TIMEOUT_LIMIT = 1.0
 
 
 def _cache_backend(config: Mapping[str, Any]) -> type | None:
-    from django.utils.module_loading import import_string
+    from .store import cache_backend
 
-    try:
-        backend: type = import_string(str(config.get("BACKEND", "")))
-    except ImportError:
-        return None
-    return backend
+    return cache_backend(config)
 
 
 def check_protected_cache_client(

@@ -86,12 +86,19 @@ def redis_client() -> Any | None:
     return None
 
 
+def cache_backend(config: Any) -> type | None:
+    """The backend class a ``CACHES`` entry names, or None when it cannot be imported."""
+    try:
+        backend: type = import_string(str(config.get("BACKEND", "")))
+    except ImportError:
+        return None
+    return backend
+
+
 def cache_kind(config: Any) -> str:
     """'django-redis', 'django' (Django's own Redis cache), 'shared', 'local' or 'unknown'."""
-    path = str(config.get("BACKEND", ""))
-    try:
-        backend = import_string(path)
-    except ImportError:
+    backend = cache_backend(config)
+    if backend is None:
         return "unknown"
     from django.core.cache.backends.dummy import DummyCache
     from django.core.cache.backends.locmem import LocMemCache
