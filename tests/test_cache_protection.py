@@ -163,7 +163,10 @@ def test_a_long_compute_keeps_its_lock_with_the_heartbeat(cache: Any, key: str) 
         holder.join()
     assert compute.calls == 1
     assert others.calls == 0  # the lock was renewed; nobody recomputed meanwhile
-    assert seen == {"stale"}
+    # While it computed, callers got the stale value; once it landed (the holder's
+    # thread may not have exited yet), the fresh one. Never a second compute's.
+    assert "stale" in seen
+    assert seen <= {"stale", "v1"}
     assert cache.get(key) == "v1"
 
 
